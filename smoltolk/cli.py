@@ -1,0 +1,110 @@
+"""``smoltolk <command>``: wires the library to the command line; no component logic lives here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from smoltolk.errors import SmolTolkError
+
+
+def _cmd_presets(args: argparse.Namespace) -> None:
+    from smoltolk.model.tslm import count_parameters
+    from smoltolk.presets import PAPER_TABLE5, PRESETS, preset
+
+    rows = []
+    for name in PRESETS:
+        counts = count_parameters(preset(name))
+        paper = PAPER_TABLE5.get(name)
+        rows.append({"preset": name, "text_params": counts["text"], "speech_params": counts["speech"],
+                     "paper_text": paper[0] if paper else None, "paper_speech": paper[1] if paper else None})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    print(f"{'preset':<16}{'text params':>14}{'speech params':>16}{'paper (text / speech)':>26}")
+    for r in rows:
+        paper = f"{r['paper_text'] / 1e6:.0f}M / {r['paper_speech'] / 1e6:.2f}M" if r["paper_text"] else "-"
+        print(f"{r['preset']:<16}{r['text_params'] / 1e6:>13.2f}M{r['speech_params'] / 1e6:>15.2f}M{paper:>26}")
+
+
+def _cmd_inspect(args: argparse.Namespace) -> None:
+    from smoltolk.config import to_dict
+    from smoltolk.model.hf import load_hf_config
+    from smoltolk.model.io import read_json
+    from smoltolk.model.tslm import CHECKPOINT_FORMAT, count_parameters, read_model_config
+
+    path = Path(args.path)
+    meta = read_json(path / "config.json")
+    if meta.get("format") == CHECKPOINT_FORMAT:
+        cfg = read_model_config(path)
+        info = {"kind": "smoltolk text-speech LM", "config": to_dict(cfg), "parameters": count_parameters(cfg)}
+    else:
+        bb = load_hf_config(path)
+        info = {"kind": "Hugging Face text LM (backbone)", "config": to_dict(bb),
+                "tokenizer.json": (path / "tokenizer.json").is_file()}
+    print(json.dumps(info, indent=2))
+
+
+def _cmd_wrap(args: argparse.Namespace) -> None:
+    from smoltolk.config import apply_overrides, from_dict, to_dict
+    from smoltolk.model.config import BASELINE, SpeechConfig
+    from smoltolk.model.hf import load_hf_backbone
+    from smoltolk.model.tslm import TextSpeechLM
+
+    base = to_dict(SpeechConfig())
+    if args.baseline:
+        base.update(BASELINE)
+    speech = from_dict(SpeechConfig, apply_overrides({"speech": base}, args.overrides)["speech"], "speech")
+    model = TextSpeechLM.from_backbone(load_hf_backbone(args.backbone), speech)
+    model.save_pretrained(args.out)
+    print(f"wrote an untrained text-speech LM to {args.out}")
+
+
+def _cmd_tiny_run(args: argparse.Namespace) -> None:
+    from smoltolk.tiny_run import tiny_run
+
+    tiny_run(Path(args.out), steps=args.steps, seed=args.seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="smoltolk", description=__doc__.split(":")[0] + ": text-speech LMs "
+                                     "with late fusion and multi-level fission (SmolTolk).")
+    sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
+
+    p = sub.add_parser("tiny-run", help="a one-minute tiny-model run on this CPU that shows the model working")
+    p.add_argument("--out", default="runs/tiny-run", help="output directory (default: runs/tiny-run)")
+    p.add_argument("--steps", type=int, default=150, help="training steps per model (default: 150)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_tiny_run)
+
+    p = sub.add_parser("presets", help="list model presets with their parameter counts (paper Table 5)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_presets)
+
+    p = sub.add_parser("inspect", help="describe a checkpoint directory (smoltolk or Hugging Face)")
+    p.add_argument("path")
+    p.set_defaults(func=_cmd_inspect)
+
+    p = sub.add_parser("wrap", help="turn a Hugging Face text LM directory into an untrained text-speech LM")
+    p.add_argument("backbone", help="Hugging Face checkpoint directory (config.json + safetensors)")
+    p.add_argument("out", help="where to write the smoltolk checkpoint")
+    p.add_argument("--baseline", action="store_true", help="regular vocabulary expansion instead of SmolTolk")
+    p.add_argument("overrides", nargs="*", help="speech.key=value settings, e.g. speech.pooling=fixed")
+    p.set_defaults(func=_cmd_wrap)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except SmolTolkError as e:
+        print(f"smoltolk {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

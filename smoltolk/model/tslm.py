@@ -1,0 +1,349 @@
+"""The text-speech LM: SmolTolk (paper Section 3.1) and regular vocabulary expansion (baseline).
+
+Sequences mix modalities position by position: ``input_ids`` (B, T) holds a text-vocabulary id
+at text positions and a speech-vocabulary id at speech positions; ``is_speech`` (B, T) says
+which. Text vocabulary = the backbone's + the modality-switch token SWT (id = backbone vocab
+size). Speech vocabulary = ``num_units`` units + speech EOS (id N) + PAD (id N+1).
+
+Data flow (SmolTolk; each piece is a config switch, see ``SpeechConfig``)::
+
+    z = text_embed(text ids) | speech_embed(speech ids)             merged input (B, T, d)
+    x = z, with speech positions replaced by input_adapter(z)        causal within each speech run
+    c_1..c_L = backbone layers(x)                                    c_L after the final norm
+    text logits   = lm_head(c_L)
+    c' = sum_l softmax(phi)_l c_l;  w = softmax(S(c'));  c_bar = sum_l w_l c_l
+    speech logits = speech_head(output_adapter(c_bar + z))            speech_head tied to speech_embed
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from smoltolk.config import from_dict, to_dict
+from smoltolk.errors import CheckpointError, InputError
+from smoltolk.model.cache import Cache, speech_run_segments
+from smoltolk.model.config import BackboneConfig, ModelConfig, SpeechConfig
+from smoltolk.model.io import WEIGHTS, atomic_directory, load_into, meta_build, read_json, read_weights, save_weights
+from smoltolk.model.llama import DecoderLayer, LlamaLM, check_ids, init_weights, positions_and_segments, run_layers
+
+IGNORE = -100
+CHECKPOINT_FORMAT = "smoltolk.TextSpeechLM"
+
+
+@dataclass
+class TSLMOutput:
+    """What :meth:`TextSpeechLM.forward` returns. Logits are None unless asked for."""
+
+    loss: Tensor | None = None  # LM loss - beta * entropy (what training minimises)
+    lm_loss: Tensor | None = None  # token-weighted mean cross-entropy over both modalities
+    text_loss: Tensor | None = None  # mean cross-entropy over text targets (nan if none)
+    speech_loss: Tensor | None = None  # mean cross-entropy over speech targets (nan if none)
+    num_text: Tensor | None = None  # number of scored text targets
+    num_speech: Tensor | None = None  # number of scored speech targets
+    entropy: Tensor | None = None  # mean selector entropy H(w) over positions
+    text_logits: Tensor | None = None  # (B, T, V_text) or (B, 1, V_text) with logits="last"
+    speech_logits: Tensor | None = None  # (B, T, V_speech) or (B, 1, V_speech)
+    layer_weights: Tensor | None = None  # (B, T, L) dynamic weights w (dynamic pooling only)
+
+
+class TextSpeechLM(nn.Module):
+    """SmolTolk, the baseline, or any Table 2 ablation, on a Llama-family backbone."""
+
+    def __init__(self, cfg: ModelConfig, backbone: LlamaLM | None = None) -> None:
+        super().__init__()
+        self.config = cfg
+        sp, bb = cfg.speech, cfg.backbone
+        std = sp.init_std
+        if backbone is None:
+            backbone = LlamaLM(bb)
+            init_weights(backbone, std)
+        elif backbone.config.vocab_size != bb.vocab_size or backbone.config.num_layers != bb.num_layers:
+            raise InputError("the backbone does not match config.backbone (vocab size / layer count)")
+        self.backbone = _with_switch_token(backbone, std)
+        if sp.rope_theta is not None:
+            self.backbone.set_rope_theta(sp.rope_theta)  # shared by backbone and adapters
+        layer_cfg = self.backbone.config
+        d, n_layers = bb.hidden_size, bb.num_layers
+        self.speech_embed = nn.Embedding(sp.vocab_size, d)
+        self.speech_head = nn.Linear(d, sp.vocab_size, bias=False)
+        self.input_adapter = nn.ModuleList(DecoderLayer(layer_cfg) for _ in range(sp.input_adapter_layers))
+        self.output_adapter = nn.ModuleList(DecoderLayer(layer_cfg) for _ in range(sp.output_adapter_layers))
+        self.phi = nn.Parameter(0.01 * torch.randn(n_layers)) if sp.pooling != "last" else None
+        self.layer_selector = nn.Linear(d, n_layers) if sp.pooling == "dynamic" else None
+        for module in (self.speech_embed, self.input_adapter, self.output_adapter, self.layer_selector):
+            if module is not None:
+                init_weights(module, std)
+        self.tie_weights()
+
+    # ----------------------------------------------------------------- vocabulary facts
+    @property
+    def swt_id(self) -> int:
+        """The modality-switch token, the first id after the backbone's own vocabulary."""
+        return self.config.backbone.vocab_size
+
+    @property
+    def text_vocab_size(self) -> int:
+        return self.config.backbone.vocab_size + 1
+
+    @property
+    def speech_vocab_size(self) -> int:
+        return self.config.speech.vocab_size
+
+    def tie_weights(self) -> None:
+        self.speech_head.weight = self.speech_embed.weight
+
+    def speech_parameters(self) -> dict[str, nn.Parameter]:
+        """Parameters that exist for speech (paper Table 5 'Speech params'); the rest is text/backbone."""
+        return {n: p for n, p in self.named_parameters() if not n.startswith("backbone.")}
+
+    def text_parameters(self) -> dict[str, nn.Parameter]:
+        return {n: p for n, p in self.named_parameters() if n.startswith("backbone.")}
+
+    # ----------------------------------------------------------------- forward
+    def embed(self, input_ids: Tensor, is_speech: Tensor) -> Tensor:
+        """Merged input embeddings z (B, T, d): text rows at text positions, speech rows at speech positions."""
+        text = self.backbone.embed_tokens(input_ids.masked_fill(is_speech, 0))
+        speech = self.speech_embed(input_ids.masked_fill(~is_speech, 0))
+        return torch.where(is_speech[..., None], speech, text)
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        is_speech: Tensor,
+        *,
+        labels: Tensor | None = None,
+        labels_is_speech: Tensor | None = None,
+        doc_ids: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        cache: Cache | None = None,
+        logits: str = "auto",
+        return_layer_weights: bool = False,
+    ) -> TSLMOutput:
+        """Run the model on a mixed sequence.
+
+        input_ids, is_speech: (B, T) ids and modality of each input position.
+        labels, labels_is_speech: (B, T) next-token targets and their modality; IGNORE (-100)
+            is not scored, nor are SWT (text) and PAD (speech) targets. See :func:`shift_targets`.
+        doc_ids: (B, T) document of each position for packed sequences; attention (backbone and
+            both adapters) never crosses a document, positions restart at each document.
+        cache: a :class:`Cache` for incremental decoding: pass the same object each call; each
+            call then costs only the new positions' work in every stack.
+        logits: "all" (B, T, V) for both heads, "last" (B, 1, V), "none"; "auto" = "none" when
+            labels are given, else "all".
+        """
+        self._check_inputs(input_ids, is_speech, labels, labels_is_speech)
+        sp = self.config.speech
+        b, t = input_ids.shape
+        z = self.embed(input_ids, is_speech)  # (B, T, d)
+        position_ids, seg, doc = positions_and_segments(doc_ids, position_ids, (b, t), z.device, cache)
+        cos, sin = self.backbone.rotary(position_ids, z.dtype)  # (B, T, head_dim)
+        past = cache.length if cache is not None else 0
+        prev = cache.last if cache is not None else None
+
+        x, run = z, None
+        if len(self.input_adapter):
+            in_seg, run = speech_run_segments(is_speech, doc, past, prev)
+            kv = cache.stack("input_adapter", len(self.input_adapter)) if cache is not None else None
+            adapted, _ = run_layers(self.input_adapter, z, cos, sin, in_seg, kv)
+            x = torch.where(is_speech[..., None], adapted, z)
+
+        kv = cache.stack("backbone", len(self.backbone.layers)) if cache is not None else None
+        final, layers = self.backbone.hidden(x, cos, sin, seg, kv, all_layers=sp.pooling != "last")
+        pooled, weights, entropy = self._pool(final, layers)
+        if sp.residual:
+            pooled = pooled + z
+        if len(self.output_adapter):
+            kv = cache.stack("output_adapter", len(self.output_adapter)) if cache is not None else None
+            pooled, _ = run_layers(self.output_adapter, pooled, cos, sin, seg, kv)
+
+        if cache is not None:
+            if run is None:
+                run = torch.zeros_like(doc)
+            cache.last = {"doc": doc[:, -1], "pos": position_ids[:, -1], "is_speech": is_speech[:, -1],
+                          "run": run[:, -1]}
+            cache.length += t
+
+        out = TSLMOutput(entropy=entropy, layer_weights=weights if return_layer_weights else None)
+        if labels is not None:
+            self._loss(out, final, pooled, labels, labels_is_speech)
+        mode = ("none" if labels is not None else "all") if logits == "auto" else logits
+        if mode != "none":
+            if mode == "last":
+                final, pooled = final[:, -1:], pooled[:, -1:]
+            out.text_logits = self.backbone.lm_head(final)
+            out.speech_logits = self.speech_head(pooled)
+        return out
+
+    def _pool(self, final: Tensor, layers: list[Tensor]) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Layer pooling: (pooled (B, T, d), dynamic weights w (B, T, L) or None, mean entropy or None).
+
+        Sums run layer by layer (no (L, B, T, d) stack is materialised), so pooling costs no
+        more activation memory than the layer outputs the backward pass keeps anyway.
+        """
+        mode = self.config.speech.pooling
+        if mode == "last":
+            return final, None, None
+        fixed = torch.softmax(self.phi.float(), dim=0).to(final.dtype)  # (L,)
+        c_prime = _weighted_sum(layers, fixed)  # (B, T, d)
+        if mode == "fixed":
+            return c_prime, None, None
+        log_w = torch.log_softmax(self.layer_selector(c_prime).float(), dim=-1)  # (B, T, L)
+        w = log_w.exp()
+        entropy = -(w * log_w).sum(-1).mean()
+        return _weighted_sum(layers, w.to(final.dtype)), w, entropy
+
+    def _loss(self, out: TSLMOutput, final: Tensor, pooled: Tensor, labels: Tensor, labels_is_speech: Tensor) -> None:
+        sp = self.config.speech
+        valid = labels != IGNORE
+        text_sel = valid & ~labels_is_speech & (labels != self.swt_id)
+        speech_sel = valid & labels_is_speech & (labels != sp.pad_id)
+        text_sum = _ce_sum(self.backbone.lm_head, final[text_sel], labels[text_sel])
+        speech_sum = _ce_sum(self.speech_head, pooled[speech_sel], labels[speech_sel])
+        n_text, n_speech = text_sel.sum(), speech_sel.sum()
+        out.num_text, out.num_speech = n_text, n_speech
+        out.text_loss = text_sum / n_text
+        out.speech_loss = speech_sum / n_speech
+        out.lm_loss = (text_sum + speech_sum) / (n_text + n_speech).clamp(min=1)
+        out.loss = out.lm_loss
+        if out.entropy is not None and sp.entropy_beta > 0:
+            out.loss = out.lm_loss - sp.entropy_beta * out.entropy
+
+    def _check_inputs(self, input_ids: Tensor, is_speech: Tensor, labels: Tensor | None,
+                      labels_is_speech: Tensor | None) -> None:
+        if input_ids.dim() != 2:
+            raise InputError(f"input_ids: expected shape (batch, time), got {tuple(input_ids.shape)}")
+        if is_speech.shape != input_ids.shape or is_speech.dtype != torch.bool:
+            raise InputError(f"is_speech: expected a bool tensor of shape {tuple(input_ids.shape)}, "
+                             f"got {is_speech.dtype} {tuple(is_speech.shape)}")
+        if not torch.compiler.is_compiling():
+            _check_modal_ids(input_ids, is_speech, self.text_vocab_size, self.speech_vocab_size, "input_ids")
+        if labels is None:
+            return
+        if labels_is_speech is None or labels.shape != input_ids.shape or labels_is_speech.shape != input_ids.shape:
+            raise InputError("labels and labels_is_speech must both be given, shaped like input_ids")
+        if not torch.compiler.is_compiling():
+            scored = labels != IGNORE
+            _check_modal_ids(labels.masked_fill(~scored, 0), labels_is_speech, self.text_vocab_size,
+                             self.speech_vocab_size, "labels")
+
+    # ----------------------------------------------------------------- construction and checkpoints
+    @classmethod
+    def from_backbone(cls, backbone: LlamaLM, speech: SpeechConfig | None = None) -> TextSpeechLM:
+        """Wrap a (pretrained) backbone; new modules, the SWT row and the speech table are fresh."""
+        cfg = ModelConfig(backbone=dataclasses.replace(backbone.config), speech=speech or SpeechConfig())
+        return cls(cfg, backbone)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` to a temporary directory, then rename it
+        over ``directory`` (an interrupted save never leaves a half-written checkpoint)."""
+        directory = Path(directory)
+        if directory.exists() and any(directory.iterdir()) and not (directory / WEIGHTS).exists():
+            raise CheckpointError(f"{directory}: exists and is not a smoltolk checkpoint; refusing to replace it")
+        meta = {"format": CHECKPOINT_FORMAT, "version": 1, "model": to_dict(self.config)}
+        with atomic_directory(directory) as tmp:
+            (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+            save_weights(self, tmp / WEIGHTS, metadata={"format": "pt", "smoltolk": CHECKPOINT_FORMAT})
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, dtype: torch.dtype = torch.float32,
+                        device: str | torch.device = "cpu") -> TextSpeechLM:
+        """Load a checkpoint written by :meth:`save_pretrained` (safetensors only, never a pickle)."""
+        directory = Path(directory)
+        cfg = read_model_config(directory)
+        model = meta_build(lambda: cls(cfg))
+        with torch.device(device):
+            load_into(model, read_weights(directory), directory, dtype=dtype)
+        return model.to(device)
+
+
+def read_model_config(directory: Path) -> ModelConfig:
+    meta = read_json(directory / "config.json")
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        hint = " (a Hugging Face text LM? wrap it with TextSpeechLM.from_backbone)" if "model_type" in meta else ""
+        raise CheckpointError(f"{directory / 'config.json'}: not a smoltolk checkpoint{hint}")
+    return from_dict(ModelConfig, meta.get("model", {}), where=str(directory / "config.json"))
+
+
+def shift_targets(tokens: Tensor, is_speech: Tensor, doc_ids: Tensor | None = None) -> dict[str, Tensor]:
+    """Turn sequences of T+1 tokens (B, T+1) into model inputs and next-token labels (B, T).
+
+    A target in a different document from its input position is IGNORE (never scored), so
+    packed documents never predict each other.
+    """
+    labels = tokens[:, 1:].clone()
+    batch = {"input_ids": tokens[:, :-1], "is_speech": is_speech[:, :-1], "labels_is_speech": is_speech[:, 1:]}
+    if doc_ids is not None:
+        labels[doc_ids[:, 1:] != doc_ids[:, :-1]] = IGNORE
+        batch["doc_ids"] = doc_ids[:, :-1]
+    batch["labels"] = labels
+    return batch
+
+
+def _weighted_sum(layers: list[Tensor], weights: Tensor) -> Tensor:
+    """sum_l weights[..., l] * layers[l]; weights (L,) or (B, T, L); layers L x (B, T, d)."""
+    out = None
+    for i, h in enumerate(layers):
+        w = weights[i] if weights.dim() == 1 else weights[..., i:i + 1]
+        out = h * w if out is None else torch.addcmul(out, h, w)
+    return out
+
+
+def _ce_sum(head: nn.Linear, h: Tensor, targets: Tensor) -> Tensor:
+    logits = head(h).float()  # (N, V)
+    return F.cross_entropy(logits, targets, reduction="sum")
+
+
+def _check_modal_ids(ids: Tensor, is_speech: Tensor, text_vocab: int, speech_vocab: int, name: str) -> None:
+    if ids.numel() == 0:
+        return
+    text_ids = ids.masked_fill(is_speech, 0)
+    if int(text_ids.max()) >= text_vocab or int(ids.min()) < 0:
+        bad = ((ids >= text_vocab) & ~is_speech) | (ids < 0)
+        pos = tuple(int(i) for i in bad.nonzero()[0])
+        value = int(ids[pos])
+        hint = (" (a speech id in a text position? mark speech positions in is_speech; speech ids are "
+                "0..num_units+1 in their own vocabulary)" if value >= text_vocab else "")
+        raise InputError(f"{name}: text id {value} at position {pos} is outside [0, {text_vocab}){hint}")
+    check_ids(ids, speech_vocab, f"{name} (speech positions)", where=is_speech)
+
+
+def _with_switch_token(backbone: LlamaLM, std: float) -> LlamaLM:
+    """The backbone with one more text row (SWT), initialised N(0, std); the head grows with it."""
+    old = backbone.config
+    cfg = dataclasses.replace(old, vocab_size=old.vocab_size + 1)
+    emb = backbone.embed_tokens
+    new_emb = nn.Embedding(cfg.vocab_size, old.hidden_size, device=emb.weight.device, dtype=emb.weight.dtype)
+    with torch.no_grad():
+        new_emb.weight[:-1].copy_(emb.weight)
+        nn.init.normal_(new_emb.weight[-1:], std=std)
+    backbone.embed_tokens = new_emb
+    if not cfg.tie_word_embeddings:
+        head = backbone.lm_head
+        new_head = nn.Linear(old.hidden_size, cfg.vocab_size, bias=False, device=head.weight.device,
+                             dtype=head.weight.dtype)
+        with torch.no_grad():
+            new_head.weight[:-1].copy_(head.weight)
+            nn.init.normal_(new_head.weight[-1:], std=std)
+        backbone.lm_head = new_head
+    backbone.config = cfg
+    backbone.tie_weights()
+    return backbone
+
+
+def count_parameters(cfg: ModelConfig) -> dict[str, int]:
+    """Text and speech parameter counts of a config, computed on the meta device (no memory)."""
+    model = meta_build(lambda: TextSpeechLM(cfg))
+    text = sum(p.numel() for p in model.text_parameters().values())
+    speech = sum(p.numel() for p in model.speech_parameters().values())
+    return {"text": text, "speech": speech, "total": text + speech}
+
+
+__all__ = ["TextSpeechLM", "TSLMOutput", "shift_targets", "count_parameters", "IGNORE", "BackboneConfig"]

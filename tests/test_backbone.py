@@ -1,0 +1,83 @@
+"""The decoder on its own: packed documents, positions, KV cache, bad ids."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from smoltolk.errors import InputError
+from smoltolk.model.cache import Cache, document_positions
+from smoltolk.model.llama import LlamaLM, init_weights
+
+from conftest import tiny_backbone
+
+
+def _lm(seed=0, **kw) -> LlamaLM:
+    torch.manual_seed(seed)
+    lm = LlamaLM(tiny_backbone(**kw))
+    init_weights(lm, 0.2)
+    return lm.eval()
+
+
+def test_document_positions_restart_and_continue():
+    doc = torch.tensor([[0, 0, 0, 1, 1, 2], [5, 5, 5, 5, 5, 5]])
+    assert document_positions(doc).tolist() == [[0, 1, 2, 0, 1, 0], [0, 1, 2, 3, 4, 5]]
+    cont = document_positions(torch.tensor([[2, 2, 3]]), prev_doc=torch.tensor([2]), prev_pos=torch.tensor([4]))
+    assert cont.tolist() == [[5, 6, 0]]
+
+
+def test_packed_documents_equal_separate_runs():
+    lm = _lm()
+    a, b = torch.randint(0, 48, (1, 7)), torch.randint(0, 48, (1, 9))
+    packed = torch.cat([a, b], 1)
+    doc = torch.tensor([[0] * 7 + [1] * 9])
+    with torch.no_grad():
+        out = lm(packed, doc_ids=doc)
+        sep = torch.cat([lm(a), lm(b)], 1)
+        unmasked = lm(packed)
+    assert (out - sep).abs().max() <= 1e-5
+    assert (unmasked[:, 7:] - sep[:, 7:]).abs().max() > 1e-3  # without doc ids the documents do mix
+
+
+def test_cached_decoding_with_documents_equals_full_forward():
+    lm = _lm(tie_word_embeddings=True)
+    ids = torch.randint(0, 48, (2, 20))
+    doc = torch.tensor([[0] * 8 + [1] * 12, [3] * 3 + [4] * 17])
+    with torch.no_grad():
+        full = lm(ids, doc_ids=doc)
+        cache, parts = Cache(), []
+        for s, e in [(0, 5), (5, 8), (8, 9), (9, 16), (16, 20)]:
+            parts.append(lm(ids[:, s:e], doc_ids=doc[:, s:e], cache=cache))
+    assert (torch.cat(parts, 1) - full).abs().max() <= 1e-5
+    assert cache.stacks["backbone"].length == 20
+
+
+def test_cache_grows_past_its_first_capacity():
+    lm = _lm()
+    ids = torch.randint(0, 48, (1, 150))
+    with torch.no_grad():
+        full = lm(ids)
+        cache = Cache()
+        parts = [lm(ids[:, :3], cache=cache)] + [lm(ids[:, t:t + 1], cache=cache) for t in range(3, 150)]
+    assert (torch.cat(parts, 1) - full).abs().max() <= 1e-5
+
+
+def test_future_tokens_never_change_the_past():
+    lm = _lm()
+    ids = torch.randint(0, 48, (2, 16))
+    changed = ids.clone()
+    changed[:, 9] = (changed[:, 9] + 1) % 48
+    with torch.no_grad():
+        a, ha = lm(ids, output_hidden_states=True)
+        b, hb = lm(changed, output_hidden_states=True)
+    assert torch.equal(a[:, :9], b[:, :9])
+    assert all(torch.equal(x[:, :9], y[:, :9]) for x, y in zip(ha, hb, strict=True))
+    assert not torch.equal(a[:, 9:], b[:, 9:])
+
+
+def test_out_of_range_ids_are_named():
+    lm = _lm()
+    ids = torch.zeros(1, 5, dtype=torch.long)
+    ids[0, 3] = 48
+    with pytest.raises(InputError, match=r"id 48 at position \(0, 3\) is outside \[0, 48\)"):
+        lm(ids)

@@ -1,0 +1,301 @@
+"""The text-speech model: causality, adapter masks, pooling, loss, caches, ablations, bad ids."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from smoltolk.errors import InputError
+from smoltolk.model.cache import Cache
+from smoltolk.model.tslm import IGNORE, shift_targets
+
+from conftest import NUM_UNITS, TEXT_VOCAB, VARIANTS, mixed_batch, tiny_backbone, tiny_model
+
+
+def _outputs(model, ids, is_speech, **kw):
+    with torch.no_grad():
+        out = model(ids, is_speech, return_layer_weights=True, **kw)
+    tensors = {"text": out.text_logits, "speech": out.speech_logits}
+    if out.layer_weights is not None:
+        tensors["w"] = out.layer_weights
+    return tensors
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_future_tokens_never_change_past_outputs(variant):
+    model = tiny_model(variant)
+    ids, is_speech = mixed_batch(2, 24)
+    base = _outputs(model, ids, is_speech)
+    for t in (5, 11, 17):
+        for flip_modality in (False, True):
+            ids2, sp2 = ids.clone(), is_speech.clone()
+            if flip_modality:
+                sp2[:, t] = ~sp2[:, t]
+                ids2[:, t] = 3
+            else:
+                ids2[:, t] = torch.where(sp2[:, t], (ids2[:, t] + 1) % NUM_UNITS, (ids2[:, t] + 1) % TEXT_VOCAB)
+            new = _outputs(model, ids2, sp2)
+            for name in base:
+                assert torch.equal(base[name][:, :t], new[name][:, :t]), (variant, name, t)
+            assert not torch.equal(base["speech"][:, t:], new["speech"][:, t:])
+
+
+def test_input_adapter_sees_only_earlier_positions_of_its_own_speech_run():
+    model = tiny_model("smoltolk")
+    captured = []
+    model.input_adapter[-1].register_forward_hook(lambda m, i, o: captured.append(o))
+    #                             runs:  text  | speech A      | text | speech B      | text
+    is_speech = torch.tensor([[0, 0, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0]], dtype=torch.bool)
+    run = torch.tensor([[-1, -1, 0, 0, 0, 0, -1, -1, 1, 1, 1, -1]])
+    ids = torch.where(is_speech, torch.arange(12) % NUM_UNITS, torch.arange(12) + 10)
+    with torch.no_grad():
+        model(ids, is_speech)
+        base = captured.pop()
+        for j in range(12):
+            ids2 = ids.clone()
+            ids2[0, j] = (ids2[0, j] + 7) % (NUM_UNITS if is_speech[0, j] else TEXT_VOCAB)
+            model(ids2, is_speech)
+            new = captured.pop()
+            for i in range(12):
+                if not is_speech[0, i]:
+                    continue
+                changed = not torch.equal(base[0, i], new[0, i])
+                should_change = bool(is_speech[0, j]) and run[0, j] == run[0, i] and j <= i
+                assert changed == should_change, (i, j)
+
+
+def test_input_adapter_runs_never_cross_documents():
+    model = tiny_model("smoltolk")
+    ids = torch.randint(0, NUM_UNITS, (1, 16))
+    is_speech = torch.ones(1, 16, dtype=torch.bool)  # one long speech run, split by a document boundary at 9
+    doc = torch.tensor([[0] * 9 + [1] * 7])
+    with torch.no_grad():
+        packed = model(ids, is_speech, doc_ids=doc).speech_logits
+        second = model(ids[:, 9:], is_speech[:, 9:]).speech_logits
+    assert (packed[:, 9:] - second).abs().max() <= 1e-5
+
+
+def test_text_positions_keep_their_embedding_through_the_input_adapter():
+    model = tiny_model("smoltolk")
+    captured = []
+    model.backbone.layers[0].register_forward_pre_hook(lambda m, args: captured.append(args[0]))
+    ids, is_speech = mixed_batch(2, 20)
+    with torch.no_grad():
+        model(ids, is_speech)
+        z = model.embed(ids, is_speech)
+    x = captured[0]
+    assert torch.equal(x[~is_speech], z[~is_speech])
+    assert not torch.allclose(x[is_speech], z[is_speech])
+
+
+@pytest.mark.parametrize("variant", ["smoltolk", "no-input-adapter", "no-residual"])
+def test_pooling_weights_are_a_distribution(variant):
+    model = tiny_model(variant)
+    ids, is_speech = mixed_batch(2, 20)
+    with torch.no_grad():
+        w = model(ids, is_speech, return_layer_weights=True).layer_weights
+    assert w.shape == (2, 20, 3)
+    assert torch.all(w >= 0) and torch.allclose(w.sum(-1), torch.ones(2, 20), atol=1e-6)
+
+
+def test_entropy_bonus_on_a_hand_computed_case():
+    model = tiny_model("smoltolk", entropy_beta=0.5)
+    with torch.no_grad():
+        model.layer_selector.weight.zero_()
+        model.layer_selector.bias.copy_(torch.log(torch.tensor([1.0, 2.0, 1.0])))  # w = (1/4, 1/2, 1/4)
+    ids, is_speech = mixed_batch(2, 21)
+    batch = shift_targets(ids, is_speech)
+    out = model(**batch, return_layer_weights=True)
+    assert torch.allclose(out.layer_weights, torch.tensor([0.25, 0.5, 0.25]).expand(2, 20, 3))
+    expected_h = 1.5 * math.log(2)  # -(2 * 1/4 ln 1/4 + 1/2 ln 1/2)
+    assert out.entropy.item() == pytest.approx(expected_h, abs=1e-6)
+    assert out.loss.item() == pytest.approx(out.lm_loss.item() - 0.5 * expected_h, abs=1e-6)
+
+
+def test_pooling_modes_compute_what_the_paper_says():
+    for variant in ("smoltolk", "no-dynamic-pooling", "no-layer-pooling"):
+        model = tiny_model(variant, residual=False, output_adapter_layers=0)
+        ids, is_speech = mixed_batch(1, 10)
+        with torch.no_grad():
+            out = model(ids, is_speech, return_layer_weights=True)
+            z = model.embed(ids, is_speech)
+            x = z.clone()
+            x = torch.where(is_speech[..., None], model.input_adapter[1](model.input_adapter[0](
+                z, *model.backbone.rotary(torch.arange(10)[None], z.dtype), _run_mask(is_speech)),
+                *model.backbone.rotary(torch.arange(10)[None], z.dtype), _run_mask(is_speech)), z)
+            _, hs = model.backbone(None, inputs_embeds=x, output_hidden_states=True)
+            if variant == "no-layer-pooling":
+                c = hs[-1]
+            else:
+                phi = torch.softmax(model.phi, 0)
+                c = sum(phi[i] * h for i, h in enumerate(hs))
+                if variant == "smoltolk":
+                    w = torch.softmax(model.layer_selector(c), -1)
+                    c = sum(w[..., i:i + 1] * h for i, h in enumerate(hs))
+            expected = model.speech_head(c)
+        assert (out.speech_logits - expected).abs().max() <= 1e-5, variant
+
+
+def _run_mask(is_speech):
+    """Reference input-adapter mask built with Python loops (the obvious, slow way)."""
+    t = is_speech.shape[1]
+    m = torch.zeros(1, 1, t, t, dtype=torch.bool)
+    for i in range(t):
+        m[0, 0, i, i] = True
+        if not is_speech[0, i]:
+            continue
+        j = i - 1
+        while j >= 0 and is_speech[0, j]:
+            m[0, 0, i, j] = True
+            j -= 1
+    return m
+
+
+def test_loss_is_token_weighted_and_skips_switch_pad_and_document_boundaries():
+    model = tiny_model("smoltolk")
+    model.config.speech.entropy_beta = 0.0
+    ids, is_speech = mixed_batch(2, 25)
+    swt, pad = model.swt_id, model.config.speech.pad_id
+    ids[0, 4], is_speech[0, 4] = swt, False
+    ids[1, 6], is_speech[1, 6] = pad, True
+    doc = torch.tensor([[0] * 12 + [1] * 13, [0] * 25])
+    batch = shift_targets(ids, is_speech, doc)
+    assert batch["labels"][0, 11] == IGNORE  # predicting the next document's first token
+    out = model(**batch)
+    with torch.no_grad():
+        full = model(batch["input_ids"], batch["is_speech"], doc_ids=batch["doc_ids"])
+    labels, lsp = batch["labels"], batch["labels_is_speech"]
+    text_pos = (labels != IGNORE) & ~lsp & (labels != swt)
+    speech_pos = (labels != IGNORE) & lsp & (labels != pad)
+    ce_t = F.cross_entropy(full.text_logits[text_pos], labels[text_pos], reduction="sum")
+    ce_s = F.cross_entropy(full.speech_logits[speech_pos], labels[speech_pos], reduction="sum")
+    n_t, n_s = int(text_pos.sum()), int(speech_pos.sum())
+    assert out.num_text.item() == n_t and out.num_speech.item() == n_s
+    assert n_t + n_s == 2 * 24 - 1 - 2  # one boundary target, one SWT target, one PAD target dropped
+    assert out.lm_loss.item() == pytest.approx(((ce_t + ce_s) / (n_t + n_s)).item(), abs=1e-5)
+    assert out.text_loss.item() == pytest.approx((ce_t / n_t).item(), abs=1e-5)
+    assert out.speech_loss.item() == pytest.approx((ce_s / n_s).item(), abs=1e-5)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_cached_decoding_equals_the_full_forward(variant):
+    model = tiny_model(variant)
+    ids, is_speech = mixed_batch(2, 30, seed=3)
+    doc = torch.tensor([[0] * 13 + [1] * 17, [0] * 30])
+    full = _outputs(model, ids, is_speech, doc_ids=doc)
+    # chunk edges fall inside speech runs, inside text runs, on switches and on the document boundary
+    cache, parts = Cache(), []
+    edges = [0, 4, 5, 6, 7, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 26, 27, 28, 29, 30]
+    for s, e in zip(edges[:-1], edges[1:], strict=True):
+        parts.append(_outputs(model, ids[:, s:e], is_speech[:, s:e], doc_ids=doc[:, s:e], cache=cache))
+    for name in full:
+        assert (torch.cat([p[name] for p in parts], 1) - full[name]).abs().max() <= 1e-5, name
+
+
+def test_one_token_at_a_time_text_then_speech():
+    model = tiny_model("smoltolk")
+    is_speech = torch.tensor([[False] * 6 + [True] * 10])
+    ids = torch.where(is_speech, torch.arange(16) % NUM_UNITS, torch.arange(16))
+    full = _outputs(model, ids, is_speech)
+    cache = Cache()
+    steps = [_outputs(model, ids[:, t:t + 1], is_speech[:, t:t + 1], cache=cache) for t in range(16)]
+    for name in full:
+        assert (torch.cat([s[name] for s in steps], 1) - full[name]).abs().max() <= 1e-5
+
+
+def test_rope_base_override_reaches_backbone_and_adapters():
+    model = tiny_model("smoltolk")
+    assert model.backbone.rotary.theta == 100000.0
+    expected = 1.0 / (100000.0 ** (torch.arange(0, 8, 2).float() / 8))
+    assert torch.allclose(model.backbone.rotary.inv_freq, expected)
+    kept = tiny_model("smoltolk", rope_theta=None)
+    assert kept.backbone.rotary.theta == 10000.0
+    ids, is_speech = mixed_batch(1, 12)
+    with torch.no_grad():  # same weights, different base: the adapters' outputs differ too
+        kept.load_state_dict(model.state_dict())
+        a = model(ids, is_speech).speech_logits
+        b = kept(ids, is_speech).speech_logits
+    assert not torch.allclose(a, b)
+
+
+EXPECTED_PARAMS = {  # which parameter groups each variant has
+    "smoltolk": {"input_adapter", "output_adapter", "phi", "layer_selector"},
+    "baseline": set(),
+    "no-dynamic-pooling": {"input_adapter", "output_adapter", "phi"},
+    "no-layer-pooling": {"input_adapter", "output_adapter"},
+    "no-input-adapter": {"output_adapter", "phi", "layer_selector"},
+    "no-output-adapter": {"input_adapter", "phi", "layer_selector"},
+    "no-adapters": {"phi", "layer_selector"},
+    "no-residual": {"input_adapter", "output_adapter", "phi", "layer_selector"},
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_each_switch_removes_exactly_its_parameters(variant):
+    model = tiny_model(variant)
+    groups = {n.split(".")[0] for n in model.speech_parameters()} - {"speech_embed"}
+    assert groups == EXPECTED_PARAMS[variant]
+    full = tiny_model("smoltolk")
+    layer = sum(p.numel() for p in full.input_adapter[0].parameters())
+    removed = (sum(p.numel() for p in full.parameters()) - sum(p.numel() for p in model.parameters()))
+    expected = {"smoltolk": 0, "no-residual": 0, "no-input-adapter": 2 * layer, "no-output-adapter": 2 * layer,
+                "no-adapters": 4 * layer, "no-layer-pooling": 3 + 3 * 32 + 3, "no-dynamic-pooling": 3 * 32 + 3,
+                "baseline": 4 * layer + 3 + 3 * 32 + 3}[variant]
+    assert removed == expected
+
+
+def test_switch_token_and_speech_vocabulary():
+    model = tiny_model("smoltolk")
+    assert model.swt_id == TEXT_VOCAB and model.text_vocab_size == TEXT_VOCAB + 1
+    assert model.speech_vocab_size == NUM_UNITS + 2
+    assert model.config.speech.eos_id == NUM_UNITS and model.config.speech.pad_id == NUM_UNITS + 1
+    assert model.speech_head.weight is model.speech_embed.weight
+    assert model.backbone.lm_head.weight.shape[0] == TEXT_VOCAB + 1
+    tied = tiny_model("smoltolk", backbone=tiny_backbone(tie_word_embeddings=True))
+    assert tied.backbone.lm_head.weight is tied.backbone.embed_tokens.weight
+
+
+def test_wrapping_a_backbone_keeps_its_text_behaviour():
+    from smoltolk.model.llama import LlamaLM, init_weights
+    from smoltolk.model.tslm import TextSpeechLM
+
+    torch.manual_seed(0)
+    lm = LlamaLM(tiny_backbone())
+    init_weights(lm, 0.2)
+    ids = torch.randint(0, TEXT_VOCAB, (1, 10))
+    with torch.no_grad():
+        before = lm(ids)
+    model = TextSpeechLM.from_backbone(lm, TextSpeechLM.__init__.__globals__["SpeechConfig"](rope_theta=None))
+    with torch.no_grad():
+        after = model(ids, torch.zeros_like(ids, dtype=torch.bool)).text_logits
+    assert torch.allclose(after[..., :TEXT_VOCAB], before, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["text-too-large", "speech-too-large", "negative", "speech-in-text",
+                                  "bad-mask", "label-out-of-range"])
+def test_bad_ids_give_one_clear_error(case):
+    model = tiny_model("smoltolk")
+    ids, is_speech = mixed_batch(1, 12)
+    kwargs = {}
+    text_pos = int((~is_speech[0]).nonzero()[0])
+    speech_pos = int(is_speech[0].nonzero()[0])
+    if case == "text-too-large":
+        ids[0, text_pos], match = TEXT_VOCAB + 1, rf"text id {TEXT_VOCAB + 1} at position \(0, {text_pos}\)"
+    elif case == "speech-too-large":
+        ids[0, speech_pos], match = NUM_UNITS + 2, rf"speech positions\): id {NUM_UNITS + 2} at position"
+    elif case == "negative":
+        ids[0, speech_pos], match = -1, "id -1"
+    elif case == "speech-in-text":
+        ids[0, text_pos], match = TEXT_VOCAB + 1 + 7, "speech id in a text position"
+    elif case == "bad-mask":
+        is_speech, match = is_speech.long(), "is_speech: expected a bool tensor"
+    else:
+        batch = shift_targets(ids, is_speech)
+        batch["labels"][0, 2] = 10_000
+        ids, is_speech = batch.pop("input_ids"), batch.pop("is_speech")
+        kwargs, match = batch, "labels"
+    with pytest.raises(InputError, match=match):
+        model(ids, is_speech, **kwargs)
