@@ -69,6 +69,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         return dict(value)
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "5e5" as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
@@ -161,4 +166,9 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     """File (optional) <- overrides -> validated ``cls``; errors name the file or override."""
     data = read_mapping(path) if path is not None else {}
     data = apply_overrides(data, overrides or [])
-    return from_dict(cls, data, where=str(path) if path is not None else "config")
+    try:
+        return from_dict(cls, data, where="config")
+    except ConfigError as e:
+        if path is None:
+            raise
+        raise ConfigError(f"{path} (with overrides {overrides or []}): {e}") from None

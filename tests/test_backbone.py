@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import tiny_backbone
 
 from smoltolk.errors import InputError
 from smoltolk.model.cache import Cache, document_positions
 from smoltolk.model.llama import LlamaLM, init_weights
-
-from conftest import tiny_backbone
 
 
 def _lm(seed=0, **kw) -> LlamaLM:

@@ -7,12 +7,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import NUM_UNITS, TEXT_VOCAB, VARIANTS, mixed_batch, tiny_backbone, tiny_model
 
 from smoltolk.errors import InputError
 from smoltolk.model.cache import Cache
 from smoltolk.model.tslm import IGNORE, shift_targets
-
-from conftest import NUM_UNITS, TEXT_VOCAB, VARIANTS, mixed_batch, tiny_backbone, tiny_model
 
 
 def _outputs(model, ids, is_speech, **kw):

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from smoltolk.config import from_dict, to_dict
 from smoltolk.errors import CheckpointError, InputError
 from smoltolk.model.cache import Cache, speech_run_segments
-from smoltolk.model.config import BackboneConfig, ModelConfig, SpeechConfig
+from smoltolk.model.config import ModelConfig, SpeechConfig
 from smoltolk.model.io import WEIGHTS, atomic_directory, load_into, meta_build, read_json, read_weights, save_weights
 from smoltolk.model.llama import DecoderLayer, LlamaLM, check_ids, init_weights, positions_and_segments, run_layers
 
@@ -346,4 +346,4 @@ def count_parameters(cfg: ModelConfig) -> dict[str, int]:
     return {"text": text, "speech": speech, "total": text + speech}
 
 
-__all__ = ["TextSpeechLM", "TSLMOutput", "shift_targets", "count_parameters", "IGNORE", "BackboneConfig"]
+

@@ -1,0 +1,58 @@
+"""The command line: help, presets, inspect, wrap, tiny-run, and errors without tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from smoltolk.cli import main
+from smoltolk.model.tslm import TextSpeechLM
+
+
+def test_help_lists_the_commands():
+    out = subprocess.run([sys.executable, "-m", "smoltolk.cli", "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    for command in ("tiny-run", "presets", "inspect", "wrap"):
+        assert command in out
+
+
+def test_presets_json(capsys):
+    assert main(["presets", "--json"]) == 0
+    rows = {r["preset"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["smoltolk-150m"]["speech_params"] > 14e6
+
+
+def test_wrap_then_inspect(tmp_path, hf_llama_dir, capsys):
+    path, _ = hf_llama_dir()
+    assert main(["wrap", str(path), str(tmp_path / "st"), "speech.pooling=fixed", "speech.num_units=100"]) == 0
+    model = TextSpeechLM.from_pretrained(tmp_path / "st")
+    assert model.config.speech.pooling == "fixed" and model.speech_vocab_size == 102
+    capsys.readouterr()
+    assert main(["inspect", str(tmp_path / "st")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["kind"].startswith("smoltolk") and info["parameters"]["speech"] > 0
+    assert main(["inspect", str(path)]) == 0
+    assert json.loads(capsys.readouterr().out)["config"]["num_layers"] == 3
+    assert main(["wrap", str(path), str(tmp_path / "bl"), "--baseline"]) == 0
+    assert TextSpeechLM.from_pretrained(tmp_path / "bl").config.speech.is_baseline
+
+
+def test_user_errors_exit_2_with_a_message(tmp_path, capsys):
+    assert main(["inspect", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "smoltolk inspect: error:" in err and "config.json" in err and "Traceback" not in err
+
+
+def test_tiny_run_shows_the_model_working(tmp_path):
+    from smoltolk.tiny_run import tiny_run
+
+    summary = tiny_run(tmp_path / "run", steps=4, seed=0)
+    for name in ("smoltolk", "baseline"):
+        result = summary["models"][name]
+        assert result["last_loss"] < result["first_loss"]
+        assert result["cached_vs_full_max_abs_diff"] < 1e-4
+    assert summary["checkpoint_round_trip_exact"]
+    assert (tmp_path / "run" / "backbone" / "config.json").is_file()
+    assert (tmp_path / "run" / "smoltolk" / "model.safetensors").is_file()
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 4
