@@ -76,7 +76,7 @@ def backbone_config_from_hf(hf: dict[str, Any], where: Path = Path("config.json"
         num_kv_heads=hf.get("num_key_value_heads") or hf["num_attention_heads"],
         head_dim=hf.get("head_dim"),
         rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
-        tie_word_embeddings=bool(hf.get("tie_word_embeddings", model_type == "qwen2")),
+        tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
         attention_bias=bool(hf.get("attention_bias", False)),
         qkv_bias=model_type == "qwen2",
         mlp_bias=bool(hf.get("mlp_bias", False)),

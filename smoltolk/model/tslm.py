@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from smoltolk.config import from_dict, to_dict
-from smoltolk.errors import CheckpointError, InputError
+from smoltolk.errors import CheckpointError, ConfigError, InputError
 from smoltolk.model.cache import Cache, speech_run_segments
 from smoltolk.model.config import ModelConfig, SpeechConfig
 from smoltolk.model.io import WEIGHTS, atomic_directory, load_into, meta_build, read_json, read_weights, save_weights
@@ -65,7 +65,9 @@ class TextSpeechLM(nn.Module):
             backbone = LlamaLM(bb)
             init_weights(backbone, std)
         elif backbone.config.vocab_size != bb.vocab_size or backbone.config.num_layers != bb.num_layers:
-            raise InputError("the backbone does not match config.backbone (vocab size / layer count)")
+            raise ConfigError(
+                f"the backbone (vocab {backbone.config.vocab_size}, {backbone.config.num_layers} layers) does not "
+                f"match config.backbone (vocab {bb.vocab_size}, {bb.num_layers} layers)")
         self.backbone = _with_switch_token(backbone, std)
         if sp.rope_theta is not None:
             self.backbone.set_rope_theta(sp.rope_theta)  # shared by backbone and adapters
@@ -236,7 +238,11 @@ class TextSpeechLM(nn.Module):
     # ----------------------------------------------------------------- construction and checkpoints
     @classmethod
     def from_backbone(cls, backbone: LlamaLM, speech: SpeechConfig | None = None) -> TextSpeechLM:
-        """Wrap a (pretrained) backbone; new modules, the SWT row and the speech table are fresh."""
+        """Wrap a (pretrained) backbone; new modules, the SWT row and the speech table are fresh.
+
+        The model takes ownership of ``backbone``: its embedding (and untied head) grow by the
+        SWT row and its RoPE base follows ``speech.rope_theta``.
+        """
         cfg = ModelConfig(backbone=dataclasses.replace(backbone.config), speech=speech or SpeechConfig())
         return cls(cfg, backbone)
 
