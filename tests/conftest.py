@@ -67,3 +67,21 @@ def hf_llama_dir(tmp_path):
         return path, model
 
     return make
+
+
+@pytest.fixture(scope="session")
+def bpe_tokenizer_file(tmp_path_factory):
+    """A byte-level BPE tokenizer.json trained in milliseconds on a few sentences."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    corpus = ["the cat sat on the mat", "a dog ran to the cat", "once upon a time there was a little fox",
+              "Hello, world! The quick brown fox jumps over the lazy dog."] * 10
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>", "<unk>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(corpus, trainer)
+    path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
+    tok.save(str(path))
+    return path
