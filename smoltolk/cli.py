@@ -68,6 +68,18 @@ def _cmd_tiny_run(args: argparse.Namespace) -> None:
     tiny_run(Path(args.out), steps=args.steps, seed=args.seed)
 
 
+def _cmd_prepare(args: argparse.Namespace) -> None:
+    from smoltolk.data.prepare import PrepareSettings, default_text_eos_id, prepare
+
+    eos = args.text_eos_id if args.text_eos_id is not None else default_text_eos_id(args.tokenizer)
+    settings = PrepareSettings(tokenizer=args.tokenizer, text_eos_id=eos, num_units=args.num_units,
+                               shard_size=args.shard_size, workers=args.workers)
+    index = prepare(args.manifest, args.out, args.kind, settings, alignments=args.alignments)
+    total = sum(s.get("units", s.get("tokens", 0)) for s in index["shards"])
+    print(f"{args.out}: {len(index['shards'])} shards, {sum(s['records'] for s in index['shards'])} records, "
+          f"{total} {'units' if args.kind == 'speech' else 'tokens'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smoltolk", description=__doc__.split(":")[0] + ": text-speech LMs "
                                      "with late fusion and multi-level fission (SmolTolk).")
@@ -78,6 +90,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=150, help="training steps per model (default: 150)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_tiny_run)
+
+    p = sub.add_parser("prepare", help="turn a speech or text manifest into memory-mapped training shards")
+    p.add_argument("manifest", help="JSONL or Parquet manifest (see smoltolk.data.manifest)")
+    p.add_argument("out", help="output directory (shards + index.json); re-runs skip finished shards")
+    p.add_argument("--kind", choices=["speech", "text"], required=True)
+    p.add_argument("--tokenizer", required=True, help="the backbone's tokenizer.json")
+    p.add_argument("--text-eos-id", type=int, default=None, help="default: the tokenizer's end-of-text token")
+    p.add_argument("--num-units", type=int, default=500)
+    p.add_argument("--shard-size", type=int, default=10000, help="records per shard")
+    p.add_argument("--workers", type=int, default=0, help="processes (default: one per CPU core)")
+    p.add_argument("--alignments", default=None,
+                   help="word alignments: a CTM file or a directory of <id>.TextGrid / <id>.json")
+    p.set_defaults(func=_cmd_prepare)
 
     p = sub.add_parser("presets", help="list model presets with their parameter counts (paper Table 5)")
     p.add_argument("--json", action="store_true", help="print JSON")

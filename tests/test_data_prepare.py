@@ -215,3 +215,28 @@ def test_mixture_errors(prepared):
                            modality_weights={"speech": 1.0}), SWT, 500)
     with pytest.raises(InputError, match="no index.json"):
         Mixture(DataConfig(datasets=[DatasetConfig(str(prepared), "text")], modality_weights={"text": 1.0}), SWT, 500)
+
+
+def test_prepare_command_with_textgrid_alignments(tmp_path, bpe_tokenizer_file, capsys):
+    from smoltolk.cli import main
+
+    recs = _speech_records(3)
+    grids = tmp_path / "grids"
+    grids.mkdir()
+    for rec in recs[:2]:
+        items = "".join(f'{w.start}\n{w.end}\n"{w.word}"\n' for w in rec.words)
+        grids.joinpath(f"{rec.id}.TextGrid").write_text(
+            f'File type = "ooTextFile"\nObject class = "TextGrid"\n0\n{rec.words[-1].end}\n<exists>\n1\n'
+            f'"IntervalTier"\n"words"\n0\n{rec.words[-1].end}\n{len(rec.words)}\n{items}')
+        rec.words = None
+    recs[2].words = None
+    write_manifest(tmp_path / "speech.jsonl", recs)
+    assert main(["prepare", str(tmp_path / "speech.jsonl"), str(tmp_path / "out"), "--kind", "speech",
+                 "--tokenizer", str(bpe_tokenizer_file), "--alignments", str(grids), "--workers", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "1 of 3 utterances have no word alignment" in captured.err and "utt2" in captured.err
+    index, shards = load_prepared(tmp_path / "out")
+    assert index["shards"][0]["aligned_utterances"] == 2 and shards[0].aligned.num_utterances == 2
+    assert main(["prepare", str(tmp_path / "speech.jsonl"), str(tmp_path / "out2"), "--kind", "speech",
+                 "--tokenizer", str(tmp_path / "nope.json")]) == 2
+    assert "nope.json: missing (expected a Hugging Face tokenizers" in capsys.readouterr().err

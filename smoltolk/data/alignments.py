@@ -115,3 +115,23 @@ def check_transcript(words: list[Word], transcript: str, where: str) -> None:
                              f"{original[i]!r} there")
     if len(aligned) != len(expected):
         raise InputError(f"{where}: the alignment has {len(aligned)} words, the transcript {len(expected)}")
+
+
+def load_alignments(source: str | Path, ids: list[str], tier: str = "words") -> dict[str, list[Word]]:
+    """Word alignments for utterance ``ids`` from a CTM file, or a directory of ``<id>.TextGrid`` /
+    ``<id>.json`` files. Utterances without an alignment are absent from the result."""
+    source = Path(source)
+    if source.is_file():
+        if source.suffix.lower() != ".ctm":
+            raise InputError(f"{source}: expected a .ctm file or a directory of <id>.TextGrid / <id>.json files")
+        return {k: v for k, v in read_ctm(source).items() if k in set(ids)}
+    if not source.is_dir():
+        raise InputError(f"{source}: alignment file or directory not found")
+    out = {}
+    for rid in ids:
+        grid, js = source / f"{rid}.TextGrid", source / f"{rid}.json"
+        if grid.is_file():
+            out[rid] = read_textgrid(grid, tier)
+        elif js.is_file():
+            out[rid] = read_alignment_json(js)
+    return out

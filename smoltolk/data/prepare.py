@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from smoltolk.data.alignments import check_transcript, normalize
+from smoltolk.data.alignments import check_transcript, load_alignments, normalize
 from smoltolk.data.interleave import AlignedCorpus
 from smoltolk.data.manifest import (
     SpeechRecord,
@@ -161,10 +162,24 @@ def _job(args: tuple) -> None:
     (_speech_shard if kind == "speech" else _text_shard)(records, settings, where, Path(out), key)
 
 
+def default_text_eos_id(tokenizer_file: str | Path) -> int:
+    """The tokenizer's end-of-text token (``<|endoftext|>``, ``</s>``, ``<eos>`` or ``<|end_of_text|>``)."""
+    from smoltolk.model.hf import load_tokenizer
+
+    tok = load_tokenizer(tokenizer_file)
+    for name in ("<|endoftext|>", "</s>", "<eos>", "<|end_of_text|>"):
+        tid = tok.token_to_id(name)
+        if tid is not None:
+            return tid
+    raise InputError(f"{tokenizer_file}: no end-of-text token found; give the text EOS id explicitly")
+
+
 def prepare(manifest: str | Path, out: str | Path, kind: str, settings: PrepareSettings,
-            progress: bool = True) -> dict:
+            progress: bool = True, alignments: str | Path | None = None) -> dict:
     """Prepare a speech or text manifest into shards under ``out``; returns the index.
 
+    ``alignments``: a CTM file or a directory of ``<id>.TextGrid`` / ``<id>.json`` word
+    alignments for speech records that carry none in the manifest.
     Idempotent: a shard whose inputs (its records, the tokenizer, the settings) are unchanged and
     whose ``done.json`` exists is skipped. Shards are built in parallel processes.
     """
@@ -176,6 +191,16 @@ def prepare(manifest: str | Path, out: str | Path, kind: str, settings: PrepareS
     if not Path(settings.tokenizer).is_file():
         raise InputError(f"{settings.tokenizer}: tokenizer.json not found")
     records = read_speech_manifest(manifest) if kind == "speech" else read_text_manifest(manifest)
+    if alignments is not None and kind == "speech":
+        found = load_alignments(alignments, [r.id for r in records])
+        for rec in records:
+            if rec.words is None and rec.id in found:
+                rec.words = found[rec.id]
+        missing = [r.id for r in records if r.words is None]
+        if missing:
+            print(f"prepare: {len(missing)} of {len(records)} utterances have no word alignment in {alignments} "
+                  f"(they are used for speech-only windows, not interleaving): {missing[:5]}"
+                  f"{' ...' if len(missing) > 5 else ''}", file=sys.stderr)
     rows = [r.to_json() for r in records]
     tok_hash = _sha256(Path(settings.tokenizer))
     setting_key = json.dumps({"kind": kind, "eos": settings.text_eos_id, "units": settings.num_units,
