@@ -80,3 +80,55 @@ def test_out_of_range_ids_are_named():
     ids[0, 3] = 48
     with pytest.raises(InputError, match=r"id 48 at position \(0, 3\) is outside \[0, 48\)"):
         lm(ids)
+
+
+def test_a_reappearing_document_id_is_still_a_new_document():
+    lm = _lm()
+    ids = torch.randint(0, 48, (1, 12))
+    with torch.no_grad():
+        reused = lm(ids, doc_ids=torch.tensor([[0] * 4 + [1] * 4 + [0] * 4]))
+        third = lm(ids[:, 8:])
+    assert (reused[:, 8:] - third).abs().max() <= 1e-5
+
+
+def test_a_cached_call_without_doc_ids_continues_the_current_document():
+    lm = _lm()
+    prompt = torch.randint(0, 48, (1, 7))
+    padded = torch.cat([torch.zeros(1, 3, dtype=torch.long), prompt], 1)
+    doc = torch.tensor([[0] * 3 + [1] * 7])  # left padding as its own document
+    nxt = torch.randint(0, 48, (1, 1))
+    with torch.no_grad():
+        ref = lm(torch.cat([prompt, nxt], 1))[:, -1]
+        cache = Cache()
+        lm(padded, doc_ids=doc, cache=cache)
+        step = lm(nxt, cache=cache)[:, -1]
+    assert (step - ref).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("case", ["doc-shape", "pos-shape", "empty", "cache-batch"])
+def test_bad_shapes_are_named(case):
+    lm = _lm()
+    ids = torch.randint(0, 48, (2, 5))
+    if case == "doc-shape":
+        call, match = lambda: lm(ids, doc_ids=torch.zeros(5, dtype=torch.long)), r"doc_ids: expected shape \(2, 5\)"
+    elif case == "pos-shape":
+        call, match = lambda: lm(ids, position_ids=torch.arange(5)), r"position_ids: expected shape \(2, 5\)"
+    elif case == "empty":
+        call, match = lambda: lm(ids[:, :0]), "empty sequence"
+    else:
+        cache = Cache()
+        lm(ids, cache=cache)
+        call, match = lambda: lm(ids[:1, :1], cache=cache), "cache holds a batch of 2 sequences, this call has 1"
+    with pytest.raises(InputError, match=match):
+        call()
+
+
+def test_rope_base_change_is_exported(tmp_path):
+    from smoltolk.model.hf import load_hf_backbone, save_hf_backbone
+
+    lm = _lm()
+    lm.set_rope_theta(100000.0)
+    ids = torch.randint(0, 48, (1, 9))
+    out = save_hf_backbone(lm, tmp_path / "export")
+    with torch.no_grad():
+        assert (load_hf_backbone(out)(ids) - lm(ids)).abs().max() <= 1e-5

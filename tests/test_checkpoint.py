@@ -31,9 +31,15 @@ def test_round_trip_is_exact(tmp_path, variant, tied):
 
 
 def test_all_variants_load(tmp_path):
+    ids, is_speech = mixed_batch(2, 16)
     for variant in VARIANTS:
-        tiny_model(variant).save_pretrained(tmp_path / variant)
-        assert TextSpeechLM.from_pretrained(tmp_path / variant).config.speech == tiny_model(variant).config.speech
+        model = tiny_model(variant, seed=3)
+        model.save_pretrained(tmp_path / variant)
+        loaded = TextSpeechLM.from_pretrained(tmp_path / variant).eval()
+        assert loaded.config == model.config
+        with torch.no_grad():
+            a, b = model(ids, is_speech), loaded(ids, is_speech)
+        assert torch.equal(a.speech_logits, b.speech_logits) and torch.equal(a.text_logits, b.text_logits)
 
 
 def test_truncated_weights_give_a_clear_error(tmp_path):
@@ -91,7 +97,7 @@ def test_atomic_directory_replaces_only_on_success(tmp_path):
     with atomic_directory(target) as tmp:
         (tmp / "a.txt").write_text("one")
     with pytest.raises(RuntimeError):
-        with atomic_directory(target) as tmp:
+        with atomic_directory(target, replaceable=lambda p: True) as tmp:
             (tmp / "a.txt").write_text("two")
             raise RuntimeError
     assert (target / "a.txt").read_text() == "one"
@@ -100,7 +106,7 @@ def test_atomic_directory_replaces_only_on_success(tmp_path):
 def test_refuses_to_overwrite_a_foreign_directory(tmp_path):
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "thesis.tex").write_text("precious")
-    with pytest.raises(CheckpointError, match="not a smoltolk checkpoint; refusing"):
+    with pytest.raises(CheckpointError, match="holds files this save did not write; refusing"):
         tiny_model().save_pretrained(tmp_path / "notes")
     assert (tmp_path / "notes" / "thesis.tex").read_text() == "precious"
 
@@ -108,3 +114,34 @@ def test_refuses_to_overwrite_a_foreign_directory(tmp_path):
 def test_checkpoint_holds_no_pickle(tmp_path):
     tiny_model().save_pretrained(tmp_path / "ckpt")
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_a_hugging_face_directory_is_never_overwritten(tmp_path, hf_llama_dir):
+    from smoltolk.cli import main
+    from smoltolk.model.hf import load_hf_backbone, save_hf_backbone
+
+    path, _ = hf_llama_dir()
+    (path / "README.md").write_text("model card")
+    before = {p.name: p.read_bytes() for p in path.iterdir()}
+    assert main(["wrap", str(path), str(path)]) == 2
+    with pytest.raises(CheckpointError, match="refusing"):
+        save_hf_backbone(load_hf_backbone(path), path)
+    assert {p.name: p.read_bytes() for p in path.iterdir()} == before
+    out = save_hf_backbone(load_hf_backbone(path), tmp_path / "export")
+    save_hf_backbone(load_hf_backbone(path), out)  # its own export may be replaced
+
+
+def test_a_stale_backup_from_a_crashed_save_does_not_block_saving(tmp_path):
+    tiny_model().save_pretrained(tmp_path / "ckpt")
+    (tmp_path / f".ckpt.old-{__import__('os').getpid()}").mkdir()
+    (tmp_path / f".ckpt.old-{__import__('os').getpid()}" / "x").write_text("leftover")
+    tiny_model(seed=1).save_pretrained(tmp_path / "ckpt")
+    assert TextSpeechLM.from_pretrained(tmp_path / "ckpt").config == tiny_model().config
+
+
+def test_bf16_loading_keeps_rope_frequencies_in_float32(tmp_path):
+    tiny_model().save_pretrained(tmp_path / "ckpt")
+    model = TextSpeechLM.from_pretrained(tmp_path / "ckpt", dtype=torch.bfloat16)
+    assert model.backbone.embed_tokens.weight.dtype == torch.bfloat16
+    assert model.backbone.rotary.inv_freq.dtype == torch.float32
+    assert torch.equal(model.backbone.rotary.inv_freq, tiny_model().backbone.rotary.inv_freq)

@@ -38,6 +38,13 @@ def test_wrap_then_inspect(tmp_path, hf_llama_dir, capsys):
     assert TextSpeechLM.from_pretrained(tmp_path / "bl").config.speech.is_baseline
 
 
+def test_wrap_rejects_settings_it_cannot_apply(tmp_path, hf_llama_dir, capsys):
+    path, _ = hf_llama_dir()
+    assert main(["wrap", str(path), str(tmp_path / "st"), "backbone.rope_theta=5", "pooling=fixed"]) == 2
+    assert "wrap takes only speech.key=value settings" in capsys.readouterr().err
+    assert not (tmp_path / "st").exists()
+
+
 def test_user_errors_exit_2_with_a_message(tmp_path, capsys):
     assert main(["inspect", str(tmp_path)]) == 2
     err = capsys.readouterr().err

@@ -32,6 +32,15 @@ def test_bad_values_are_named(override, match):
         load_config(ModelConfig, None, [override])
 
 
+def test_enum_values_are_checked_without_the_loader():
+    from smoltolk.model.config import BackboneConfig, SpeechConfig
+
+    with pytest.raises(ConfigError, match="speech.pooling must be"):
+        SpeechConfig(pooling="mean")
+    with pytest.raises(ConfigError, match="backbone.rope_type must be"):
+        BackboneConfig(rope_type="yarn")
+
+
 def test_entropy_needs_dynamic_pooling():
     with pytest.raises(ConfigError, match="entropy_beta > 0 needs speech.pooling=dynamic"):
         load_config(ModelConfig, None, ["speech.pooling=last", "speech.entropy_beta=0.01"])

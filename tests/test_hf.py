@@ -155,3 +155,29 @@ def test_qwen2_style_qkv_bias_matches_transformers(tmp_path):
     ids = torch.randint(0, 96, (2, 19))
     with torch.no_grad():
         assert (ours(ids) - ref(ids).logits).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("scaling", [None, {"type": "linear", "factor": 2.0},
+                                     {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                      "high_freq_factor": 4.0, "original_max_position_embeddings": 64}])
+def test_transformers_v4_style_config_json(hf_llama_dir, scaling):
+    """Checkpoints written by transformers 4.x carry rope_theta + rope_scaling, not rope_parameters."""
+    kw = {} if scaling is None else {"rope_scaling": {**scaling, "rope_type": scaling.get("rope_type", "linear")}}
+    path, ref = hf_llama_dir(rope_theta=50000.0, **kw)
+    cfg = json.loads((path / "config.json").read_text())
+    cfg.pop("rope_parameters", None)
+    cfg["rope_theta"] = 50000.0
+    cfg["rope_scaling"] = scaling
+    (path / "config.json").write_text(json.dumps(cfg))
+    ours = load_hf_backbone(path)
+    assert ours.rotary.theta == 50000.0
+    ids = torch.randint(0, 96, (2, 30))
+    with torch.no_grad():
+        assert (ours(ids) - ref(ids).logits).abs().max().item() <= 1e-4
+
+
+def test_bf16_loading_keeps_rope_in_float32(hf_llama_dir):
+    path, _ = hf_llama_dir()
+    ours = load_hf_backbone(path, dtype=torch.bfloat16)
+    assert ours.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
+    assert ours.rotary.inv_freq.dtype == torch.float32

@@ -114,28 +114,35 @@ def test_entropy_bonus_on_a_hand_computed_case():
     assert out.loss.item() == pytest.approx(out.lm_loss.item() - 0.5 * expected_h, abs=1e-6)
 
 
-def test_pooling_modes_compute_what_the_paper_says():
-    for variant in ("smoltolk", "no-dynamic-pooling", "no-layer-pooling"):
-        model = tiny_model(variant, residual=False, output_adapter_layers=0)
-        ids, is_speech = mixed_batch(1, 10)
-        with torch.no_grad():
-            out = model(ids, is_speech, return_layer_weights=True)
-            z = model.embed(ids, is_speech)
-            x = z.clone()
-            x = torch.where(is_speech[..., None], model.input_adapter[1](model.input_adapter[0](
-                z, *model.backbone.rotary(torch.arange(10)[None], z.dtype), _run_mask(is_speech)),
-                *model.backbone.rotary(torch.arange(10)[None], z.dtype), _run_mask(is_speech)), z)
-            _, hs = model.backbone(None, inputs_embeds=x, output_hidden_states=True)
-            if variant == "no-layer-pooling":
-                c = hs[-1]
-            else:
-                phi = torch.softmax(model.phi, 0)
-                c = sum(phi[i] * h for i, h in enumerate(hs))
-                if variant == "smoltolk":
-                    w = torch.softmax(model.layer_selector(c), -1)
-                    c = sum(w[..., i:i + 1] * h for i, h in enumerate(hs))
-            expected = model.speech_head(c)
-        assert (out.speech_logits - expected).abs().max() <= 1e-5, variant
+@pytest.mark.parametrize("residual, out_layers", [(False, 0), (True, 0), (False, 2), (True, 2)])
+@pytest.mark.parametrize("variant", ["smoltolk", "no-dynamic-pooling", "no-layer-pooling"])
+def test_speech_path_computes_what_the_paper_says(variant, residual, out_layers):
+    """speech logits = head(A_out(pool(c_1..c_L) + z)), with z the embedding *before* the input adapter."""
+    model = tiny_model(variant, residual=residual, output_adapter_layers=out_layers)
+    ids, is_speech = mixed_batch(1, 10)
+    with torch.no_grad():
+        out = model(ids, is_speech, return_layer_weights=True)
+        z = model.embed(ids, is_speech)
+        cos, sin = model.backbone.rotary(torch.arange(10)[None], z.dtype)
+        a = z
+        for layer in model.input_adapter:
+            a = layer(a, cos, sin, _run_mask(is_speech))
+        x = torch.where(is_speech[..., None], a, z)
+        _, hs = model.backbone(None, inputs_embeds=x, output_hidden_states=True)
+        if variant == "no-layer-pooling":
+            c = hs[-1]
+        else:
+            phi = torch.softmax(model.phi, 0)
+            c = sum(phi[i] * h for i, h in enumerate(hs))
+            if variant == "smoltolk":
+                w = torch.softmax(model.layer_selector(c), -1)
+                c = sum(w[..., i:i + 1] * h for i, h in enumerate(hs))
+        if residual:
+            c = c + z
+        for layer in model.output_adapter:
+            c = layer(c, cos, sin, None)  # plain causal over the whole sequence
+        expected = model.speech_head(c)
+    assert (out.speech_logits - expected).abs().max() <= 1e-5
 
 
 def _run_mask(is_speech):
@@ -212,12 +219,29 @@ def test_rope_base_override_reaches_backbone_and_adapters():
     assert torch.allclose(model.backbone.rotary.inv_freq, expected)
     kept = tiny_model("smoltolk", rope_theta=None)
     assert kept.backbone.rotary.theta == 10000.0
-    ids, is_speech = mixed_batch(1, 12)
-    with torch.no_grad():  # same weights, different base: the adapters' outputs differ too
-        kept.load_state_dict(model.state_dict())
-        a = model(ids, is_speech).speech_logits
-        b = kept(ids, is_speech).speech_logits
-    assert not torch.allclose(a, b)
+    kept.load_state_dict(model.state_dict())
+    seen = {}
+    for name, m in (("fast", model), ("kept", kept)):
+        m.input_adapter[0].register_forward_hook(lambda mod, i, o, name=name: seen.setdefault(name, o))
+    ids = (torch.arange(12) % NUM_UNITS)[None]
+    is_speech = torch.ones(1, 12, dtype=torch.bool)
+    with torch.no_grad():  # same weights and inputs, so only the RoPE base can tell the adapters apart
+        model(ids, is_speech)
+        kept(ids, is_speech)
+    assert not torch.allclose(seen["fast"][0, 1:], seen["kept"][0, 1:])
+    assert torch.allclose(seen["fast"][0, 0], seen["kept"][0, 0])  # position 0: no rotation either way
+
+
+def test_a_bf16_backbone_gets_bf16_speech_modules():
+    from smoltolk.model.llama import LlamaLM
+    from smoltolk.model.tslm import TextSpeechLM
+
+    lm = LlamaLM(tiny_backbone()).to(torch.bfloat16)
+    model = TextSpeechLM.from_backbone(lm)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    ids, is_speech = mixed_batch(1, 8)
+    with torch.no_grad():
+        assert model(ids, is_speech).speech_logits.dtype == torch.bfloat16
 
 
 EXPECTED_PARAMS = {  # which parameter groups each variant has
@@ -274,7 +298,7 @@ def test_wrapping_a_backbone_keeps_its_text_behaviour():
 
 
 @pytest.mark.parametrize("case", ["text-too-large", "speech-too-large", "negative", "speech-in-text",
-                                  "bad-mask", "label-out-of-range"])
+                                  "bad-mask", "label-out-of-range", "logits-mode"])
 def test_bad_ids_give_one_clear_error(case):
     model = tiny_model("smoltolk")
     ids, is_speech = mixed_batch(1, 12)
@@ -286,11 +310,13 @@ def test_bad_ids_give_one_clear_error(case):
     elif case == "speech-too-large":
         ids[0, speech_pos], match = NUM_UNITS + 2, rf"speech positions\): id {NUM_UNITS + 2} at position"
     elif case == "negative":
-        ids[0, speech_pos], match = -1, "id -1"
+        ids[0, speech_pos], match = -1, rf"speech positions\): id -1 at position \(0, {speech_pos}\)"
     elif case == "speech-in-text":
         ids[0, text_pos], match = TEXT_VOCAB + 1 + 7, "speech id in a text position"
     elif case == "bad-mask":
         is_speech, match = is_speech.long(), "is_speech: expected a bool tensor"
+    elif case == "logits-mode":
+        kwargs, match = {"logits": "LAST"}, "logits: expected 'auto', 'all', 'last' or 'none'"
     else:
         batch = shift_targets(ids, is_speech)
         batch["labels"][0, 2] = 10_000

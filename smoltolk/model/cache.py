@@ -129,7 +129,11 @@ def _grow(buf: Tensor, need: int, dim: int) -> Tensor:
 
 class Cache:
     """Everything incremental decoding needs: one :class:`KVCache` per decoder stack, and the
-    state of the last processed position (document, position id, modality, speech run)."""
+    state of the last processed position (document, segment, position id, modality, speech run).
+
+    For inference (under ``torch.no_grad()``): the buffers are written in place, so autograd
+    cannot differentiate through more than one cached call. One cache serves one batch.
+    """
 
     def __init__(self) -> None:
         self.stacks: dict[str, KVCache] = {}

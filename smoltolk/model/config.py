@@ -61,6 +61,8 @@ class BackboneConfig:
             raise ConfigError(f"backbone.head_dim must be even for rotary embeddings, got {self.head_dim}")
         if self.rope_theta <= 0:
             raise ConfigError(f"backbone.rope_theta must be positive, got {self.rope_theta}")
+        if self.rope_type not in ("default", "linear", "llama3"):
+            raise ConfigError(f"backbone.rope_type must be 'default', 'linear' or 'llama3', got {self.rope_type!r}")
 
 
 Pooling = Literal["dynamic", "fixed", "last"]
@@ -88,6 +90,8 @@ class SpeechConfig:
     init_std: float = 0.02  # normal init of new rows and new modules
 
     def __post_init__(self) -> None:
+        if self.pooling not in ("dynamic", "fixed", "last"):
+            raise ConfigError(f"speech.pooling must be 'dynamic', 'fixed' or 'last', got {self.pooling!r}")
         if self.num_units <= 0:
             raise ConfigError(f"speech.num_units must be positive, got {self.num_units}")
         for name in ("input_adapter_layers", "output_adapter_layers"):

@@ -149,12 +149,17 @@ def save_hf_backbone(model: LlamaLM, directory: str | Path, tokenizer_file: str 
     directory = Path(directory)
     cfg = hf_config_from_backbone(model.config)
     prefixed = _HFNames(model)
-    with atomic_directory(directory) as tmp:
+    with atomic_directory(directory, replaceable=_is_our_export) as tmp:
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
         save_weights(prefixed, tmp / WEIGHTS)
         if tokenizer_file is not None:
             (tmp / "tokenizer.json").write_bytes(Path(tokenizer_file).read_bytes())
     return directory
+
+
+def _is_our_export(directory: Path) -> bool:
+    """A directory that :func:`save_hf_backbone` wrote (only its files), safe to replace."""
+    return {p.name for p in directory.iterdir()} <= {"config.json", WEIGHTS, "tokenizer.json"}
 
 
 class _HFNames(torch.nn.Module):

@@ -129,12 +129,24 @@ def unique_state_dict(model: nn.Module) -> dict[str, Tensor]:
 
 
 @contextmanager
-def atomic_directory(target: str | Path) -> Iterator[Path]:
+def atomic_directory(target: str | Path, replaceable: Callable[[Path], bool] | None = None) -> Iterator[Path]:
     """Yield a temporary directory beside ``target``; on success it replaces ``target`` by renames.
-    If anything fails, ``target`` is left exactly as it was and the temporary directory is removed."""
+
+    If anything fails, ``target`` is left exactly as it was and the temporary directory is
+    removed. An existing non-empty ``target`` is replaced only if ``replaceable(target)`` says so
+    (default: never), so a save can never delete a directory it did not write.
+    """
     target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise CheckpointError(f"{target}: exists and is a file, not a directory")
+    if target.is_dir() and any(target.iterdir()) and not (replaceable is not None and replaceable(target)):
+        raise CheckpointError(f"{target}: exists and holds files this save did not write; refusing to replace "
+                              "it (choose an empty or new directory)")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a checkpoint is a normal directory
     try:
         yield tmp
         for f in tmp.iterdir():  # flush file contents before the rename makes them visible
@@ -143,7 +155,7 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
                     os.fsync(fh.fileno())
         old = None
         if target.exists():
-            old = target.parent / f".{target.name}.old-{os.getpid()}"
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
             os.replace(target, old)
         try:
             os.replace(tmp, target)
@@ -151,11 +163,25 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
             if old is not None:
                 os.replace(old, target)
             raise
+        _fsync_dir(target.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:

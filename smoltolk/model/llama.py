@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from smoltolk.model.cache import Cache, KVCache, attention_mask, document_positions
+from smoltolk.model.cache import Cache, KVCache, attention_mask, document_positions, run_starts
 from smoltolk.model.config import BackboneConfig
 
 
@@ -63,6 +63,13 @@ class RotaryEmbedding(nn.Module):
     def reset_buffers(self) -> None:
         """Recompute the (non-persistent) frequency table, e.g. after building on the meta device."""
         self.inv_freq = rope_inv_freq(self.cfg, self.theta).to(self.inv_freq.device)
+
+    def _apply(self, fn, recurse=True):
+        # ``model.to(torch.bfloat16)`` must not round the frequencies: keep them float32 (as HF does)
+        super()._apply(fn, recurse)
+        if self.inv_freq.dtype != torch.float32 and not self.inv_freq.is_meta:
+            self.inv_freq = rope_inv_freq(self.cfg, self.theta).to(self.inv_freq.device)
+        return self
 
     def forward(self, position_ids: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         freqs = position_ids[..., None].float() * self.inv_freq.float()  # (B, T, D/2)
@@ -157,22 +164,44 @@ def run_layers(layers: nn.ModuleList, x: Tensor, cos: Tensor, sin: Tensor, seg: 
 
 def positions_and_segments(doc_ids: Tensor | None, position_ids: Tensor | None, shape: tuple[int, int],
                            device: torch.device, cache: Cache | None) -> tuple[Tensor, Tensor | None, Tensor]:
-    """Fill in default position ids and document ids for a chunk of ``shape`` (B, T).
+    """Check and fill in position ids and document ids for a chunk of ``shape`` (B, T).
 
-    Returns (position_ids, doc segment ids or None, doc ids (zeros when not given)).
-    Positions restart at every document start; with a cache they continue the cached ones.
+    Returns (position_ids, segment ids for the attention mask or None, document ids).
+    Segment ids number the contiguous runs of equal document ids (so a document id that
+    reappears later is still a new document). Positions restart at every document start; with
+    a cache, a chunk without ``doc_ids`` continues the cached document, and positions continue.
     """
+    from smoltolk.errors import InputError
+
     b, t = shape
+    if t == 0:
+        raise InputError("empty sequence: expected at least one position (shape (batch, time) with time >= 1)")
+    for name, value in (("doc_ids", doc_ids), ("position_ids", position_ids)):
+        if value is not None and tuple(value.shape) != (b, t):
+            raise InputError(f"{name}: expected shape {(b, t)} like the input ids, got {tuple(value.shape)}")
     prev = cache.last if cache is not None else None
-    doc = doc_ids if doc_ids is not None else torch.zeros(shape, dtype=torch.long, device=device)
+    if prev is not None and prev["doc"].shape[0] != b:
+        raise InputError(f"cache holds a batch of {prev['doc'].shape[0]} sequences, this call has {b}; "
+                         "use a new Cache for a new batch")
+    if doc_ids is not None:
+        doc = doc_ids
+    elif prev is not None:
+        doc = prev["doc"][:, None].expand(b, t)
+    else:
+        doc = torch.zeros(shape, dtype=torch.long, device=device)
     if position_ids is None:
         if doc_ids is None and prev is None:
             position_ids = torch.arange(t, device=device).expand(b, t)
         else:
             position_ids = document_positions(doc, None if prev is None else prev["doc"],
                                               None if prev is None else prev["pos"])
-    seg = doc if (doc_ids is not None or cache is not None) else None
-    return position_ids, seg, doc
+    if doc_ids is None and cache is None:
+        return position_ids, None, doc
+    ones = torch.ones_like(doc, dtype=torch.bool)
+    starts = run_starts(ones, doc, None if prev is None else torch.ones_like(prev["doc"], dtype=torch.bool),
+                        None if prev is None else prev["doc"])
+    base = prev["seg"] if prev is not None else torch.zeros(b, dtype=torch.long, device=device)
+    return position_ids, base[:, None] + torch.cumsum(starts.long(), dim=1), doc
 
 
 class LlamaLM(nn.Module):
@@ -194,6 +223,7 @@ class LlamaLM(nn.Module):
 
     def set_rope_theta(self, theta: float) -> None:
         """Change the RoPE base (the paper raises it to 100,000 for speech training)."""
+        self.config.rope_theta = theta  # so an exported backbone carries the base it runs with
         self.rotary.theta = theta
         self.rotary.reset_buffers()
 
@@ -229,7 +259,7 @@ class LlamaLM(nn.Module):
         kv = cache.stack("backbone", len(self.layers)) if cache is not None else None
         x, outs = self.hidden(inputs_embeds, cos, sin, seg, kv, all_layers=output_hidden_states)
         if cache is not None:
-            cache.last = {"doc": doc[:, -1], "pos": position_ids[:, -1]}
+            cache.last = {"doc": doc[:, -1], "pos": position_ids[:, -1], "seg": seg[:, -1]}
             cache.length += shape[1]
         logits = self.lm_head(x)
         return (logits, outs) if output_hidden_states else logits

@@ -83,6 +83,9 @@ class TextSpeechLM(nn.Module):
             if module is not None:
                 init_weights(module, std)
         self.tie_weights()
+        ref = self.backbone.embed_tokens.weight
+        if not ref.is_meta:  # a pretrained backbone may live on a GPU or in bf16: new modules follow it
+            self.to(device=ref.device, dtype=ref.dtype)
 
     # ----------------------------------------------------------------- vocabulary facts
     @property
@@ -140,6 +143,8 @@ class TextSpeechLM(nn.Module):
         logits: "all" (B, T, V) for both heads, "last" (B, 1, V), "none"; "auto" = "none" when
             labels are given, else "all".
         """
+        if logits not in ("auto", "all", "last", "none"):
+            raise InputError(f"logits: expected 'auto', 'all', 'last' or 'none', got {logits!r}")
         self._check_inputs(input_ids, is_speech, labels, labels_is_speech)
         sp = self.config.speech
         b, t = input_ids.shape
@@ -168,8 +173,8 @@ class TextSpeechLM(nn.Module):
         if cache is not None:
             if run is None:
                 run = torch.zeros_like(doc)
-            cache.last = {"doc": doc[:, -1], "pos": position_ids[:, -1], "is_speech": is_speech[:, -1],
-                          "run": run[:, -1]}
+            cache.last = {"doc": doc[:, -1], "pos": position_ids[:, -1], "seg": seg[:, -1],
+                          "is_speech": is_speech[:, -1], "run": run[:, -1]}
             cache.length += t
 
         out = TSLMOutput(entropy=entropy, layer_weights=weights if return_layer_weights else None)
@@ -250,10 +255,8 @@ class TextSpeechLM(nn.Module):
         """Write ``config.json`` + ``model.safetensors`` to a temporary directory, then rename it
         over ``directory`` (an interrupted save never leaves a half-written checkpoint)."""
         directory = Path(directory)
-        if directory.exists() and any(directory.iterdir()) and not (directory / WEIGHTS).exists():
-            raise CheckpointError(f"{directory}: exists and is not a smoltolk checkpoint; refusing to replace it")
         meta = {"format": CHECKPOINT_FORMAT, "version": 1, "model": to_dict(self.config)}
-        with atomic_directory(directory) as tmp:
+        with atomic_directory(directory, replaceable=_is_checkpoint) as tmp:
             (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
             save_weights(self, tmp / WEIGHTS, metadata={"format": "pt", "smoltolk": CHECKPOINT_FORMAT})
         return directory
@@ -268,6 +271,15 @@ class TextSpeechLM(nn.Module):
         with torch.device(device):
             load_into(model, read_weights(directory), directory, dtype=dtype)
         return model.to(device)
+
+
+def _is_checkpoint(directory: Path) -> bool:
+    """A directory holding only a smoltolk checkpoint (safe for a new save to replace)."""
+    try:
+        marked = json.loads((directory / "config.json").read_text()).get("format") == CHECKPOINT_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+    return marked and {p.name for p in directory.iterdir()} <= {"config.json", WEIGHTS, "tokenizer.json"}
 
 
 def read_model_config(directory: Path) -> ModelConfig:
@@ -311,8 +323,8 @@ def _check_modal_ids(ids: Tensor, is_speech: Tensor, text_vocab: int, speech_voc
     if ids.numel() == 0:
         return
     text_ids = ids.masked_fill(is_speech, 0)
-    if int(text_ids.max()) >= text_vocab or int(ids.min()) < 0:
-        bad = ((ids >= text_vocab) & ~is_speech) | (ids < 0)
+    if int(text_ids.max()) >= text_vocab or int(text_ids.min()) < 0:
+        bad = ((ids >= text_vocab) | (ids < 0)) & ~is_speech
         pos = tuple(int(i) for i in bad.nonzero()[0])
         value = int(ids[pos])
         hint = (" (a speech id in a text position? mark speech positions in is_speech; speech ids are "
