@@ -85,6 +85,44 @@ def _cmd_prepare(args: argparse.Namespace) -> None:
           f"{total} {'units' if args.kind == 'speech' else 'tokens'}")
 
 
+def _cmd_tokenize(args: argparse.Namespace) -> None:
+    from smoltolk.data.speech_tokenizer import load_speech_tokenizer, tokenize_manifest
+
+    tokenizer = load_speech_tokenizer(args.features, args.kmeans, layer=args.layer, device=args.device)
+    summary = tokenize_manifest(args.manifest, args.out, tokenizer, shard_size=args.shard_size,
+                                batch_size=args.batch_size, resample=not args.no_resample)
+    print(json.dumps(summary))
+
+
+def _cmd_fit_kmeans(args: argparse.Namespace) -> None:
+    from smoltolk.data.speech_tokenizer import fit_kmeans, make_features, manifest_features, save_centroids
+
+    features = make_features(args.features, layer=args.layer, device=args.device)
+    frames = manifest_features(args.manifest, features, seed=args.seed, batch_size=args.batch_size,
+                               resample=not args.no_resample)
+    centroids = fit_kmeans(frames, args.k, max_frames=args.max_frames, seed=args.seed)
+    save_centroids(args.out, centroids)
+    print(json.dumps({"out": args.out, "k": centroids.shape[0], "dim": centroids.shape[1],
+                      "features": features.describe()}))
+
+
+def _cmd_convert_kmeans(args: argparse.Namespace) -> None:
+    import warnings
+
+    from smoltolk.data.speech_tokenizer import convert_joblib_kmeans
+
+    if not args.i_trust_this_pickle:
+        raise SmolTolkError(f"{args.pickle}: refusing to load a pickle: unpickling runs code chosen by whoever made "
+                            "the file. If it comes from a source you trust, pass --i-trust-this-pickle; the output "
+                            "is plain centroids that smoltolk reads without any pickle.")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = convert_joblib_kmeans(args.pickle, args.out)
+    for w in caught:
+        print(f"smoltolk convert-kmeans: warning: {w.message}", file=sys.stderr)
+    print(f"wrote plain centroids to {out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smoltolk", description=__doc__.split(":")[0] + ": text-speech LMs "
                                      "with late fusion and multi-level fission (SmolTolk).")
@@ -123,6 +161,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", action="store_true", help="regular vocabulary expansion instead of SmolTolk")
     p.add_argument("overrides", nargs="*", help="speech.key=value settings, e.g. speech.pooling=fixed")
     p.set_defaults(func=_cmd_wrap)
+
+    features_help = "hubert:DIR (a local Hugging Face HuBERT directory) or logmel[:FRAME_RATE] (no weights)"
+    p = sub.add_parser("tokenize", help="speech manifest -> speech units (features + k-means), resumable shards")
+    p.add_argument("manifest", help='JSONL of {"id": ..., "audio": path}; relative paths from its folder')
+    p.add_argument("out", help="output folder: shard-*.jsonl, units.jsonl (all shards), tokenize.json")
+    p.add_argument("--features", required=True, help=features_help)
+    p.add_argument("--kmeans", required=True, help="centroids (.npy or .safetensors; see convert-kmeans)")
+    p.add_argument("--layer", type=int, default=11, help="HuBERT transformer layer, from 1 (default: 11)")
+    p.add_argument("--shard-size", type=int, default=1000, help="utterances per shard (default: 1000)")
+    p.add_argument("--batch-size", type=int, default=8, help="utterances per forward pass (default: 8)")
+    p.add_argument("--no-resample", action="store_true", help="reject audio that is not 16 kHz")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_cmd_tokenize)
+
+    p = sub.add_parser("fit-kmeans", help="learn k-means centroids on the features of a speech manifest")
+    p.add_argument("manifest", help='JSONL of {"id": ..., "audio": path}')
+    p.add_argument("out", help="centroid file to write (.npy or .safetensors)")
+    p.add_argument("--features", required=True, help=features_help)
+    p.add_argument("--k", type=int, default=500, help="number of centroids (default: 500)")
+    p.add_argument("--max-frames", type=int, default=None,
+                   help="stop reading after this many frames (utterances are read in a seeded random order)")
+    p.add_argument("--layer", type=int, default=11, help="HuBERT transformer layer, from 1 (default: 11)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-resample", action="store_true", help="reject audio that is not 16 kHz")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_cmd_fit_kmeans)
+
+    p = sub.add_parser("convert-kmeans", help="turn a trusted joblib-pickled scikit-learn KMeans into plain centroids")
+    p.add_argument("pickle", help="the joblib pickle (e.g. a published HuBERT k-means file)")
+    p.add_argument("out", help="centroid file to write (.npy or .safetensors)")
+    p.add_argument("--i-trust-this-pickle", action="store_true",
+                   help="required: loading a pickle runs code chosen by its author")
+    p.set_defaults(func=_cmd_convert_kmeans)
     return parser
 
 
