@@ -123,6 +123,12 @@ def _cmd_convert_kmeans(args: argparse.Namespace) -> None:
     print(f"wrote plain centroids to {out}")
 
 
+def _cmd_align(args: argparse.Namespace) -> None:
+    from smoltolk.data.ctc_align import CTCAligner, align_manifest
+
+    print(json.dumps(align_manifest(args.manifest, args.out, CTCAligner(args.ctc_model, device=args.device))))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smoltolk", description=__doc__.split(":")[0] + ": text-speech LMs "
                                      "with late fusion and multi-level fission (SmolTolk).")
@@ -146,6 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alignments", default=None,
                    help="word alignments: a CTM file or a directory of <id>.TextGrid / <id>.json")
     p.set_defaults(func=_cmd_prepare)
+
+    p = sub.add_parser("align", help="word alignments by CTC forced alignment with a local CTC model")
+    p.add_argument("manifest", help="speech manifest whose records have 'audio' and 'text'")
+    p.add_argument("out", help="folder for <id>.json alignments (what prepare --alignments reads); resumable")
+    p.add_argument("--ctc-model", required=True, help="local Wav2Vec2ForCTC-format directory with vocab.json")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_cmd_align)
 
     p = sub.add_parser("presets", help="list model presets with their parameter counts (paper Table 5)")
     p.add_argument("--json", action="store_true", help="print JSON")

@@ -60,3 +60,37 @@ def test_tiny_random_ctc_model_aligns_every_word(tmp_path):
     with pytest.raises(InputError, match="vocab.json: missing"):
         (tmp_path / "ctc" / "vocab.json").unlink()
         CTCAligner(tmp_path / "ctc")
+
+
+def test_align_command_writes_what_prepare_reads(tmp_path, bpe_tokenizer_file, capsys):
+    transformers = pytest.importorskip("transformers")
+    import soundfile
+
+    from smoltolk.cli import main
+    from smoltolk.data.manifest import SpeechRecord, write_manifest
+    from smoltolk.data.prepare import load_prepared
+
+    vocab = {"<pad>": 0, "|": 1, **{c: i + 2 for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZ'")}}
+    cfg = transformers.Wav2Vec2Config(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1,
+                                      num_attention_heads=2, intermediate_size=37, conv_dim=(16, 16),
+                                      conv_stride=(16, 20), conv_kernel=(16, 20), num_conv_pos_embeddings=16,
+                                      num_conv_pos_embedding_groups=2, pad_token_id=0)
+    transformers.Wav2Vec2ForCTC(cfg).save_pretrained(tmp_path / "ctc")
+    (tmp_path / "ctc" / "vocab.json").write_text(json.dumps(vocab))
+    t = np.arange(24000) / 16000
+    soundfile.write(tmp_path / "a.wav", 0.2 * np.sin(2 * np.pi * 300 * t), 16000)
+    units = [int(u) for u in np.arange(60) % 500]  # 1.5 s of 40 Hz "units"
+    write_manifest(tmp_path / "m.jsonl", [
+        SpeechRecord(id="a", audio="a.wav", text="Once upon a time.", units=units, frame_rate=40.0),
+        SpeechRecord(id="b", units=[1, 2, 3])])
+    args = ["align", str(tmp_path / "m.jsonl"), str(tmp_path / "al"), "--ctc-model", str(tmp_path / "ctc")]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {
+        "aligned": 1, "kept": 0, "without_audio_or_text": 1}
+    assert [w["word"] for w in json.loads((tmp_path / "al" / "a.json").read_text())["words"]] == \
+        ["Once", "upon", "a", "time."]
+    assert main(args) == 0 and '"kept": 1' in capsys.readouterr().out
+    assert main(["prepare", str(tmp_path / "m.jsonl"), str(tmp_path / "prep"), "--kind", "speech", "--tokenizer",
+                 str(bpe_tokenizer_file), "--alignments", str(tmp_path / "al"), "--workers", "1"]) == 0
+    _, shards = load_prepared(tmp_path / "prep")
+    assert shards[0].aligned.num_utterances == 1 and shards[0].aligned.num_words == 4

@@ -118,3 +118,33 @@ class CTCAligner:
             hit = np.flatnonzero(word_of_frame == i)
             out.append(Word(w, float(hit[0] / self.frame_rate), float((hit[-1] + 1) / self.frame_rate)))
         return out
+
+
+def align_manifest(manifest: str | Path, out: str | Path, aligner: CTCAligner, progress: bool = True) -> dict:
+    """Align every record of a speech manifest that has ``audio`` and ``text``; writes
+    ``<out>/<id>.json`` (``{"words": [...]}``, the format ``smoltolk prepare --alignments`` reads).
+    Existing outputs are kept (a re-run resumes). Returns counts."""
+    from tqdm import tqdm
+
+    from smoltolk.data.audio import load_audio
+    from smoltolk.data.manifest import read_speech_manifest
+
+    manifest, out = Path(manifest), Path(out)
+    records = read_speech_manifest(manifest)
+    todo = [r for r in records if r.audio is not None and r.text is not None]
+    if not todo:
+        raise InputError(f"{manifest}: no record has both 'audio' and 'text' to align")
+    out.mkdir(parents=True, exist_ok=True)
+    done = skipped = 0
+    for rec in tqdm(todo, desc="align", unit="utt", disable=not progress):
+        target = out / f"{rec.id}.json"
+        if target.is_file():
+            skipped += 1
+            continue
+        audio = Path(rec.audio) if Path(rec.audio).is_absolute() else manifest.parent / rec.audio
+        words = aligner.align(load_audio(audio), rec.text, where=f"{manifest} (id {rec.id!r})")
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_text(json.dumps({"words": [w.__dict__ for w in words]}) + "\n")
+        tmp.replace(target)
+        done += 1
+    return {"aligned": done, "kept": skipped, "without_audio_or_text": len(records) - len(todo)}
