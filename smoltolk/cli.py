@@ -67,6 +67,44 @@ def _cmd_wrap(args: argparse.Namespace) -> None:
     print(f"wrote an untrained text-speech LM to {args.out}")
 
 
+def _cmd_generate(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from smoltolk.errors import InputError
+    from smoltolk.generate import GenerationConfig, Speech, collect, read_units, render, stream
+    from smoltolk.model.hf import load_tokenizer
+    from smoltolk.model.tslm import TextSpeechLM
+
+    if not args.prompt:
+        raise InputError("give a prompt: --text STRING and/or --units FILE (repeatable, in order)")
+    if (args.vocoder is None) != (args.wav is None):
+        raise InputError("--vocoder and --wav go together")
+    cfg = GenerationConfig(to=args.to, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                           top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    tok_path = Path(args.tokenizer) if args.tokenizer else Path(args.checkpoint) / "tokenizer.json"
+    needs_tokenizer = args.to == "text" or any(kind == "text" for kind, _ in args.prompt)
+    tokenizer = load_tokenizer(tok_path) if needs_tokenizer or tok_path.is_file() else None
+    vocoder = None
+    if args.vocoder:
+        from smoltolk.vocoder import load_vocoder, write_wav
+
+        vocoder = load_vocoder(args.vocoder, sample_rate=args.sample_rate, device=args.device)
+    prompt = [value if kind == "text" else Speech(tuple(read_units(value))) for kind, value in args.prompt]
+    model = TextSpeechLM.from_pretrained(args.checkpoint, device=args.device).eval()
+    bar = tqdm(stream(model, [prompt], tokenizer=tokenizer, config=cfg), total=cfg.max_new_tokens, unit="tok",
+               desc="generate", file=sys.stderr, delay=2.0)  # appears only for outputs that take a while
+    gen = collect(bar, 1)[0]
+    bar.close()
+    out = render(gen, tokenizer, args.to)
+    if args.out:
+        Path(args.out).write_text(out + "\n")
+    else:
+        print(out)
+    if vocoder is not None:
+        write_wav(args.wav, *vocoder.synthesize(gen.units))
+        print(f"wrote {len(gen.units)} units as audio to {args.wav}", file=sys.stderr)
+
+
 def _cmd_tiny_run(args: argparse.Namespace) -> None:
     from smoltolk.tiny_run import tiny_run
 
@@ -174,6 +212,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", action="store_true", help="regular vocabulary expansion instead of SmolTolk")
     p.add_argument("overrides", nargs="*", help="speech.key=value settings, e.g. speech.pooling=fixed")
     p.set_defaults(func=_cmd_wrap)
+
+    p = sub.add_parser("generate", help="continue a text and/or speech prompt in text or speech")
+    p.add_argument("checkpoint", help="smoltolk checkpoint directory")
+    p.add_argument("--text", dest="prompt", action="append", type=lambda v: ("text", v), metavar="STRING",
+                   help="a text segment of the prompt (repeatable; segments keep their order)")
+    p.add_argument("--units", dest="prompt", action="append", type=lambda v: ("units", v), metavar="FILE",
+                   help="a speech segment: a JSON list of unit ids, or space-separated ids (repeatable)")
+    p.add_argument("--to", choices=["text", "speech", "either"], required=True,
+                   help="output modality (either: continue the prompt's, switching only if the model learned to)")
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (default: 1.0)")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--tokenizer", default=None, help="tokenizer.json (default: <checkpoint>/tokenizer.json)")
+    p.add_argument("--out", default=None, help="write the output here instead of stdout")
+    p.add_argument("--vocoder", default=None, help="a local, trusted TorchScript or .pt2 unit vocoder (see README)")
+    p.add_argument("--wav", default=None, help="with --vocoder: write the generated units as audio here")
+    p.add_argument("--sample-rate", type=int, default=None, help="the vocoder's sample rate, if it does not say")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_cmd_generate)
 
     features_help = "hubert:DIR (a local Hugging Face HuBERT directory) or logmel[:FRAME_RATE] (no weights)"
     p = sub.add_parser("tokenize", help="speech manifest -> speech units (features + k-means), resumable shards")

@@ -21,6 +21,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +33,9 @@ from smoltolk.model.cache import Cache, speech_run_segments
 from smoltolk.model.config import ModelConfig, SpeechConfig
 from smoltolk.model.io import WEIGHTS, atomic_directory, load_into, meta_build, read_json, read_weights, save_weights
 from smoltolk.model.llama import DecoderLayer, LlamaLM, check_ids, init_weights, positions_and_segments, run_layers
+
+if TYPE_CHECKING:
+    from smoltolk.generate import Generation
 
 IGNORE = -100
 CHECKPOINT_FORMAT = "smoltolk.TextSpeechLM"
@@ -240,6 +244,14 @@ class TextSpeechLM(nn.Module):
             _check_modal_ids(labels.masked_fill(~scored, 0), labels_is_speech, self.text_vocab_size,
                              self.speech_vocab_size, "labels")
 
+    # ----------------------------------------------------------------- generation
+    def generate(self, prompt: Any, *, tokenizer: Any = None, **options: Any) -> Generation:
+        """Continue one prompt in text or speech; see :func:`smoltolk.generate.generate` (which
+        also documents ``options``: to, max_new_tokens, temperature, top_k, top_p, seed, ...)."""
+        from smoltolk.generate import generate
+
+        return generate(self, prompt, tokenizer=tokenizer, **options)
+
     # ----------------------------------------------------------------- construction and checkpoints
     @classmethod
     def from_backbone(cls, backbone: LlamaLM, speech: SpeechConfig | None = None) -> TextSpeechLM:
@@ -251,14 +263,24 @@ class TextSpeechLM(nn.Module):
         cfg = ModelConfig(backbone=dataclasses.replace(backbone.config), speech=speech or SpeechConfig())
         return cls(cfg, backbone)
 
-    def save_pretrained(self, directory: str | Path) -> Path:
+    def save_pretrained(self, directory: str | Path, tokenizer_file: str | Path | None = None) -> Path:
         """Write ``config.json`` + ``model.safetensors`` to a temporary directory, then rename it
-        over ``directory`` (an interrupted save never leaves a half-written checkpoint)."""
+        over ``directory`` (an interrupted save never leaves a half-written checkpoint).
+
+        ``tokenizer_file``: a ``tokenizer.json`` to keep beside the weights (generation and the
+        CLI look for it there). Without it, a ``tokenizer.json`` already in ``directory`` is kept.
+        """
         directory = Path(directory)
+        tokenizer = Path(tokenizer_file) if tokenizer_file is not None else directory / "tokenizer.json"
+        if tokenizer_file is not None and not tokenizer.is_file():
+            raise CheckpointError(f"{tokenizer}: missing (expected a tokenizer.json to store with the checkpoint)")
+        tokenizer_bytes = tokenizer.read_bytes() if tokenizer.is_file() else None
         meta = {"format": CHECKPOINT_FORMAT, "version": 1, "model": to_dict(self.config)}
         with atomic_directory(directory, replaceable=_is_checkpoint) as tmp:
             (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
             save_weights(self, tmp / WEIGHTS, metadata={"format": "pt", "smoltolk": CHECKPOINT_FORMAT})
+            if tokenizer_bytes is not None:
+                (tmp / "tokenizer.json").write_bytes(tokenizer_bytes)
         return directory
 
     @classmethod
