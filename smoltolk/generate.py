@@ -10,7 +10,8 @@ output modality is asked for with ``to``:
 * ``"either"``: the model continues in the prompt's last modality; if it was trained with
   ``speech.predict_switch`` it may switch on its own: when the active head predicts the switch
   (SWT in the text head, the switch row in the speech head) an SWT is emitted and the other head
-  takes over. Without ``predict_switch`` (the paper's setting) it never switches.
+  takes over (at least one token before it may switch back). Without ``predict_switch`` (the
+  paper's setting) it never switches.
 
 Decoding is incremental: the prompt fills the KV caches of the backbone and both adapters once
 (prefill), then every new token costs one position's work in each stack. Prompts of different
@@ -183,10 +184,9 @@ class _Vocab:
         if isinstance(model, LlamaLM):
             return cls(text_size=model.config.vocab_size, swt=None, text_eos=model.config.eos_token_id)
         sp = model.config.speech
-        learned = bool(getattr(sp, "predict_switch", False))
         return cls(text_size=model.text_vocab_size, swt=model.swt_id, text_eos=model.config.backbone.eos_token_id,
                    speech_size=model.speech_vocab_size, speech_eos=sp.eos_id, speech_pad=sp.pad_id,
-                   speech_switch=getattr(sp, "switch_id", None) if learned else None, learned_switch=learned)
+                   speech_switch=sp.switch_id, learned_switch=sp.predict_switch)
 
 
 def _as_int_list(seg: Any) -> list[int] | None:
@@ -364,15 +364,19 @@ def _decode(model: TextSpeechLM | LlamaLM, vocab: _Vocab, cfg: GenerationConfig,
     finished = [False] * b
     runner = _Runner(model, ids, is_speech, doc, cfg.use_cache)
     in_ids = in_speech = None
+    # a row may switch (learned switching only), but never twice in a row: no empty segments
+    may_switch = torch.full_like(mode, allow_switch)
     for index in range(cfg.max_new_tokens):
         # inference mode only inside each step: a generator must not leave it on while suspended
         text_logits, speech_logits = runner.first() if index == 0 else runner.next(in_ids, in_speech)
         with torch.inference_mode():
-            tok, in_speech, switched, eos = _choose(text_logits, speech_logits, mode, vocab, cfg, allow_switch,
+            tok, in_speech, switched, eos = _choose(text_logits, speech_logits, mode, vocab, cfg, may_switch,
                                                     generator)
             in_ids = torch.where(switched, vocab.swt if vocab.swt is not None else 0, tok)[:, None]  # (B, 1)
             in_speech = in_speech[:, None]
             next_mode = mode ^ switched
+            if allow_switch:
+                may_switch = ~switched
         tok_l, speech_l, switched_l, eos_l = tok.tolist(), mode.tolist(), switched.tolist(), eos.tolist()
         for r in range(b):
             if finished[r]:
@@ -389,9 +393,10 @@ def _decode(model: TextSpeechLM | LlamaLM, vocab: _Vocab, cfg: GenerationConfig,
 
 
 def _choose(text_logits: Tensor, speech_logits: Tensor | None, mode: Tensor, vocab: _Vocab, cfg: GenerationConfig,
-            allow_switch: bool, generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Sample each row from its active head. Returns (token (B,), next input is_speech (B,),
-    switched (B,), stopped at EOS (B,)); a switched row's next input is SWT (a text position)."""
+            may_switch: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Sample each row from its active head; rows where ``may_switch`` (B,) is False never pick
+    the switch. Returns (token (B,), next input is_speech (B,), switched (B,), stopped at EOS (B,));
+    a switched row's next input is SWT (a text position)."""
     sample = lambda x: sample_logits(x, cfg.temperature, cfg.top_k, cfg.top_p, generator)  # noqa: E731
     any_speech = speech_logits is not None and bool(mode.any())
     any_text = not bool(mode.all())
@@ -400,8 +405,8 @@ def _choose(text_logits: Tensor, speech_logits: Tensor | None, mode: Tensor, voc
     eos = torch.zeros_like(mode)
     if any_text:
         logits = text_logits.float()
-        if vocab.swt is not None and not allow_switch:
-            logits[:, vocab.swt] = float("-inf")
+        if vocab.swt is not None:
+            logits[:, vocab.swt].masked_fill_(~may_switch, float("-inf"))
         text_tok = sample(logits)
         tok = torch.where(mode, tok, text_tok)
         if vocab.swt is not None:
@@ -412,8 +417,7 @@ def _choose(text_logits: Tensor, speech_logits: Tensor | None, mode: Tensor, voc
         logits = speech_logits.float()
         logits[:, vocab.speech_pad] = float("-inf")
         if vocab.speech_switch is not None:
-            if not allow_switch:
-                logits[:, vocab.speech_switch] = float("-inf")
+            logits[:, vocab.speech_switch].masked_fill_(~may_switch, float("-inf"))
         speech_tok = sample(logits)
         tok = torch.where(mode, speech_tok, tok)
         if vocab.speech_switch is not None:

@@ -55,7 +55,7 @@ def _greedy(**kw) -> dict:
 def _add_logit(head: torch.nn.Module, index: int, value: float):
     """Add ``value`` to one output logit of ``head`` (a forward hook); returns the hook handle."""
     return head.register_forward_hook(lambda m, i, out: out.index_add(-1, torch.tensor([index]),
-                                                                     torch.full((*out.shape[:-1], 1), value)))
+                                                                     torch.full((*out.shape[:-1], 1), float(value))))
 
 
 # ----------------------------------------------------------------------------- cached == full
@@ -426,3 +426,95 @@ def test_cli_generate_user_errors_exit_2(checkpoint, capsys, argv, match):
     assert main(["generate", str(checkpoint), *argv]) == 2
     err = capsys.readouterr().err
     assert "smoltolk generate: error:" in err and match in err and "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------- learned switching
+def test_predict_switch_adds_one_speech_row_and_keeps_eos_and_pad():
+    from smoltolk.model.config import SpeechConfig
+
+    off, on = _model(), _model(predict_switch=True)
+    sp = on.config.speech
+    assert SpeechConfig().predict_switch is False  # the paper's setting
+    assert (sp.eos_id, sp.pad_id, sp.switch_id) == (NUM_UNITS, NUM_UNITS + 1, NUM_UNITS + 2)
+    assert on.speech_vocab_size == NUM_UNITS + 3 == on.speech_embed.weight.shape[0]
+    assert on.speech_head.weight is on.speech_embed.weight
+    assert off.config.speech.switch_id is None and off.speech_vocab_size == NUM_UNITS + 2
+    assert on.text_vocab_size == off.text_vocab_size
+
+
+def test_predict_switch_scores_swt_in_the_head_of_the_modality_it_ends():
+    import torch.nn.functional as F
+
+    from smoltolk.model.tslm import shift_targets
+
+    swt = TEXT_VOCAB
+    tokens = torch.tensor([[5, 6, swt, 3, 4, 7, swt, 8, 9, swt, 1, 2, EOS]])
+    is_speech = torch.tensor([[0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1]], dtype=torch.bool)
+    batch = shift_targets(tokens, is_speech)
+    # inputs 0..11; SWT targets at inputs 1 and 8 (after text) and 5 (after speech)
+    for flag, text_pos, speech_pos in [(False, [0, 6, 7], [2, 3, 4, 9, 10, 11]),
+                                       (True, [0, 1, 6, 7, 8], [2, 3, 4, 5, 9, 10, 11])]:
+        model = _model(predict_switch=flag, entropy_beta=0.0)
+        out = model(**batch)
+        assert (out.num_text.item(), out.num_speech.item()) == (len(text_pos), len(speech_pos))
+        with torch.no_grad():
+            full = model(batch["input_ids"], batch["is_speech"])
+        labels = batch["labels"][0]
+        speech_targets = labels.clone()
+        if flag:
+            speech_targets[5] = model.config.speech.switch_id
+        ce_t = F.cross_entropy(full.text_logits[0, text_pos], labels[text_pos], reduction="sum")
+        ce_s = F.cross_entropy(full.speech_logits[0, speech_pos], speech_targets[speech_pos], reduction="sum")
+        expected = (ce_t + ce_s) / (len(text_pos) + len(speech_pos))
+        assert out.lm_loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_predict_switch_checkpoints_round_trip(tmp_path):
+    model = _model(predict_switch=True)
+    model.save_pretrained(tmp_path / "ckpt")
+    assert json.loads((tmp_path / "ckpt" / "config.json").read_text())["model"]["speech"]["predict_switch"] is True
+    loaded = TextSpeechLM.from_pretrained(tmp_path / "ckpt")
+    assert loaded.config == model.config and loaded.speech_vocab_size == NUM_UNITS + 3
+    for (n, p), (_, q) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
+        assert torch.equal(p, q), n
+    meta = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    meta["model"]["speech"]["predict_switch"] = False
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="speech_embed.weight"):
+        TextSpeechLM.from_pretrained(tmp_path / "ckpt")
+
+
+def test_generation_switches_when_the_switch_logit_dominates():
+    model = _model(predict_switch=True)
+    switch = model.config.speech.switch_id
+    hooks = [_add_logit(model.backbone.lm_head, model.swt_id, 1e4), _add_logit(model.speech_head, switch, 1e4)]
+    out = generate(model, PROMPTS["text"], to="either", max_new_tokens=6, **_greedy())
+    # switch, then one token in the new modality (never two switches in a row), then switch again
+    assert out.kinds == ["switch", "token"] * 3
+    assert out.is_speech == [False, True, False, False, False, True]
+    assert out.ids[0::2] == [model.swt_id] * 3 and switch not in out.ids
+    assert [m for m, _ in out.segments()] == ["speech", "text", "speech"]
+    for to in ("text", "speech"):  # an explicit output modality is never left
+        fixed = generate(model, PROMPTS["mixed-speech"], to=to, max_new_tokens=6, **_greedy())
+        assert fixed.kinds == ["token"] * 6 and all(s == (to == "speech") for s in fixed.is_speech)
+    hooks.pop(0).remove()
+    hooks.append(_add_logit(model.backbone.lm_head, model.swt_id, -1e4))  # text never switches back
+    out = generate(model, PROMPTS["speech"], to="either", max_new_tokens=5, **_greedy())
+    assert out.kinds == ["switch"] + ["token"] * 4 and out.is_speech == [False] * 5
+    for h in hooks:
+        h.remove()
+
+
+def test_cached_greedy_equals_full_recomputation_with_learned_switching():
+    model = _model(predict_switch=True)  # untrained switch rows: this model switches by itself
+    prompts = [PROMPTS[k] for k in ("text", "speech", "mixed-text", "mixed-speech")]
+    cached = generate_batch(model, prompts, to="either", max_new_tokens=24, **_greedy())
+    full = generate_batch(model, prompts, to="either", max_new_tokens=24, use_cache=False, **_greedy())
+    switches = {"to speech": 0, "to text": 0}
+    for prompt, c, f in zip(prompts, cached, full, strict=True):
+        assert c.ids == f.ids and c.kinds == f.kinds
+        assert c.ids == generate(model, prompt, to="either", max_new_tokens=24, **_greedy()).ids
+        for i, kind in enumerate(c.kinds):
+            if kind == "switch" and i + 1 < len(c.kinds):
+                switches["to speech" if c.is_speech[i + 1] else "to text"] += 1
+    assert min(switches.values()) > 0

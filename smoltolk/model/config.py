@@ -78,7 +78,7 @@ class SpeechConfig:
     Table 2's ablations are single switches of this config (see :data:`ABLATIONS`).
     """
 
-    num_units: int = 500  # speech ids 0..N-1; N = speech EOS; N+1 = PAD
+    num_units: int = 500  # speech ids 0..N-1; N = speech EOS; N+1 = PAD; N+2 = switch (predict_switch only)
     input_adapter_layers: int = 2  # K decoder layers over each contiguous speech run
     output_adapter_layers: int = 2  # K decoder layers before the speech head
     pooling: Pooling = "dynamic"  # dynamic: selector S over phi-average; fixed: phi only; last: L-th layer
@@ -88,6 +88,11 @@ class SpeechConfig:
     # release never applied it; we do.) ``null`` keeps the backbone checkpoint's own base.
     rope_theta: float | None = 100000.0
     init_std: float = 0.02  # normal init of new rows and new modules
+    # Learned modality switching; not in the paper, so off by default. When on, SWT is a prediction
+    # target in both heads: the text head's SWT row after text, and one extra speech-head row
+    # ("switch", id N+2) after speech. Generation with to="either" may then switch on its own.
+    # (Rule in TextSpeechLM._loss.)
+    predict_switch: bool = False
 
     def __post_init__(self) -> None:
         if self.pooling not in ("dynamic", "fixed", "last"):
@@ -113,8 +118,13 @@ class SpeechConfig:
         return self.num_units + 1
 
     @property
+    def switch_id(self) -> int | None:
+        """The speech head's "switch" row (predicts SWT after speech); None without predict_switch."""
+        return self.num_units + 2 if self.predict_switch else None
+
+    @property
     def vocab_size(self) -> int:
-        return self.num_units + 2
+        return self.num_units + (3 if self.predict_switch else 2)
 
     @property
     def is_baseline(self) -> bool:

@@ -3,7 +3,8 @@
 Sequences mix modalities position by position: ``input_ids`` (B, T) holds a text-vocabulary id
 at text positions and a speech-vocabulary id at speech positions; ``is_speech`` (B, T) says
 which. Text vocabulary = the backbone's + the modality-switch token SWT (id = backbone vocab
-size). Speech vocabulary = ``num_units`` units + speech EOS (id N) + PAD (id N+1).
+size). Speech vocabulary = ``num_units`` units + speech EOS (id N) + PAD (id N+1) (+ "switch",
+id N+2, with ``speech.predict_switch``).
 
 Data flow (SmolTolk; each piece is a config switch, see ``SpeechConfig``)::
 
@@ -55,6 +56,7 @@ class TSLMOutput:
     text_logits: Tensor | None = None  # (B, T, V_text) or (B, 1, V_text) with logits="last"
     speech_logits: Tensor | None = None  # (B, T, V_speech) or (B, 1, V_speech)
     layer_weights: Tensor | None = None  # (B, T, L) dynamic weights w (dynamic pooling only)
+    hidden_states: tuple[Tensor, ...] | None = None  # L + 1 x (B, T, d): backbone input, then each layer's output
 
 
 class TextSpeechLM(nn.Module):
@@ -134,18 +136,22 @@ class TextSpeechLM(nn.Module):
         cache: Cache | None = None,
         logits: str = "auto",
         return_layer_weights: bool = False,
+        return_hidden_states: bool = False,
     ) -> TSLMOutput:
         """Run the model on a mixed sequence.
 
         input_ids, is_speech: (B, T) ids and modality of each input position.
         labels, labels_is_speech: (B, T) next-token targets and their modality; IGNORE (-100)
-            is not scored, nor are SWT (text) and PAD (speech) targets. See :func:`shift_targets`.
+            is not scored, nor are PAD (speech) targets, nor SWT targets unless
+            ``speech.predict_switch`` (see :meth:`_loss`). See :func:`shift_targets`.
         doc_ids: (B, T) document of each position for packed sequences; attention (backbone and
             both adapters) never crosses a document, positions restart at each document.
         cache: a :class:`Cache` for incremental decoding: pass the same object each call; each
             call then costs only the new positions' work in every stack.
         logits: "all" (B, T, V) for both heads, "last" (B, 1, V), "none"; "auto" = "none" when
             labels are given, else "all".
+        return_hidden_states: also return the backbone's input (after the input adapter) and its
+            L layer outputs (the last after the final norm), as Hugging Face's ``hidden_states``.
         """
         if logits not in ("auto", "all", "last", "none"):
             raise InputError(f"logits: expected 'auto', 'all', 'last' or 'none', got {logits!r}")
@@ -166,7 +172,8 @@ class TextSpeechLM(nn.Module):
             x = torch.where(is_speech[..., None], adapted, z)
 
         kv = cache.stack("backbone", len(self.backbone.layers)) if cache is not None else None
-        final, layers = self.backbone.hidden(x, cos, sin, seg, kv, all_layers=sp.pooling != "last")
+        final, layers = self.backbone.hidden(x, cos, sin, seg, kv,
+                                             all_layers=sp.pooling != "last" or return_hidden_states)
         pooled, weights, entropy = self._pool(final, layers)
         if sp.residual:
             pooled = pooled + z
@@ -181,9 +188,10 @@ class TextSpeechLM(nn.Module):
                           "is_speech": is_speech[:, -1], "run": run[:, -1]}
             cache.length += t
 
-        out = TSLMOutput(entropy=entropy, layer_weights=weights if return_layer_weights else None)
+        out = TSLMOutput(entropy=entropy, layer_weights=weights if return_layer_weights else None,
+                         hidden_states=(x, *layers) if return_hidden_states else None)
         if labels is not None:
-            self._loss(out, final, pooled, labels, labels_is_speech)
+            self._loss(out, final, pooled, labels, labels_is_speech, is_speech)
         mode = ("none" if labels is not None else "all") if logits == "auto" else logits
         if mode != "none":
             if mode == "last":
@@ -210,13 +218,28 @@ class TextSpeechLM(nn.Module):
         entropy = -(w * log_w).sum(-1).mean()
         return _weighted_sum(layers, w.to(final.dtype)), w, entropy
 
-    def _loss(self, out: TSLMOutput, final: Tensor, pooled: Tensor, labels: Tensor, labels_is_speech: Tensor) -> None:
+    def _loss(self, out: TSLMOutput, final: Tensor, pooled: Tensor, labels: Tensor, labels_is_speech: Tensor,
+              is_speech: Tensor) -> None:
+        """Token-weighted cross-entropy of both heads. PAD targets are never scored.
+
+        SWT targets (a text label equal to ``swt_id``) are skipped unless ``speech.predict_switch``.
+        Then an SWT is scored in the head of the modality it ends, told by the *input* position
+        that predicts it: after a text input, in the text head (class ``swt_id``); after a speech
+        input, in the speech head as the switch row (class ``speech.switch_id``).
+        """
         sp = self.config.speech
         valid = labels != IGNORE
-        text_sel = valid & ~labels_is_speech & (labels != self.swt_id)
+        swt = valid & ~labels_is_speech & (labels == self.swt_id)
+        text_sel = valid & ~labels_is_speech & ~swt
         speech_sel = valid & labels_is_speech & (labels != sp.pad_id)
+        speech_targets = labels
+        if sp.predict_switch:
+            switch_in_speech = swt & is_speech
+            text_sel = text_sel | (swt & ~is_speech)
+            speech_sel = speech_sel | switch_in_speech
+            speech_targets = labels.masked_fill(switch_in_speech, sp.switch_id)
         text_sum = _ce_sum(self.backbone.lm_head, final[text_sel], labels[text_sel])
-        speech_sum = _ce_sum(self.speech_head, pooled[speech_sel], labels[speech_sel])
+        speech_sum = _ce_sum(self.speech_head, pooled[speech_sel], speech_targets[speech_sel])
         n_text, n_speech = text_sel.sum(), speech_sel.sum()
         out.num_text, out.num_speech = n_text, n_speech
         out.text_loss = text_sum / n_text
