@@ -2,8 +2,9 @@
 
 A **prompt** is a sequence of segments: a string (text, tokenised with a ``tokenizers.Tokenizer``),
 :class:`Text` (text ids already tokenised), :class:`Speech` or a plain list of ints (speech unit
-ids). Consecutive segments of different modality are joined with SWT, as in training. The
-output modality is asked for with ``to``:
+ids). Strings are tokenised without special tokens (no BOS: training data has none; pass
+``Text([bos, ...])`` to add one). Consecutive segments of different modality are joined with
+SWT, as in training. The output modality is asked for with ``to``:
 
 * ``"text"`` / ``"speech"``: if the prompt ends in the other modality an SWT is appended, then the
   model continues in the asked modality only (it is never allowed to switch).
@@ -173,7 +174,6 @@ class _Vocab:
     text_size: int
     swt: int | None
     text_eos: int | None
-    speech_size: int = 0
     speech_eos: int | None = None
     speech_pad: int | None = None
     speech_switch: int | None = None  # the speech head's "switch" row (speech.predict_switch)
@@ -185,8 +185,8 @@ class _Vocab:
             return cls(text_size=model.config.vocab_size, swt=None, text_eos=model.config.eos_token_id)
         sp = model.config.speech
         return cls(text_size=model.text_vocab_size, swt=model.swt_id, text_eos=model.config.backbone.eos_token_id,
-                   speech_size=model.speech_vocab_size, speech_eos=sp.eos_id, speech_pad=sp.pad_id,
-                   speech_switch=sp.switch_id, learned_switch=sp.predict_switch)
+                   speech_eos=sp.eos_id, speech_pad=sp.pad_id, speech_switch=sp.switch_id,
+                   learned_switch=sp.predict_switch)
 
 
 def _as_int_list(seg: Any) -> list[int] | None:
