@@ -167,6 +167,23 @@ def _cmd_align(args: argparse.Namespace) -> None:
     print(json.dumps(align_manifest(args.manifest, args.out, CTCAligner(args.ctc_model, device=args.device))))
 
 
+def _cmd_train(args: argparse.Namespace) -> None:
+    from smoltolk.train.trainer import load_train_config, train
+
+    summary = train(load_train_config(args.recipe, args.overrides))
+    last = summary.get("last") or {}
+    loss = last.get("loss", float("nan"))
+    print(f"trained {summary['steps']} steps ({summary['tokens']} tokens); final loss {loss:.4f}; "
+          f"checkpoint {summary['checkpoint']}")
+
+
+def _cmd_synth_data(args: argparse.Namespace) -> None:
+    from smoltolk.data.synthetic import make_synthetic_corpus
+
+    paths = make_synthetic_corpus(args.out, n_utterances=args.utterances, n_documents=args.documents, seed=args.seed)
+    print(json.dumps(paths, indent=2))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smoltolk", description=__doc__.split(":")[0] + ": text-speech LMs "
                                      "with late fusion and multi-level fission (SmolTolk).")
@@ -177,6 +194,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=150, help="training steps per model (default: 150)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_tiny_run)
+
+    p = sub.add_parser("train", help="train with the paper's two-stage recipe (or pretrain a text LM)")
+    p.add_argument("recipe", help="a recipe YAML (see recipes/)")
+    p.add_argument("overrides", nargs="*", help="key.subkey=value settings, e.g. schedule.stage2_steps=100")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("synth-data", help="a small synthetic prepared text+speech corpus (for tiny runs and tests)")
+    p.add_argument("out", help="output folder: tokenizer.json, manifests, speech/ and text/ shards")
+    p.add_argument("--utterances", type=int, default=400)
+    p.add_argument("--documents", type=int, default=400)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_synth_data)
 
     p = sub.add_parser("prepare", help="turn a speech or text manifest into memory-mapped training shards")
     p.add_argument("manifest", help="JSONL or Parquet manifest (see smoltolk.data.manifest)")

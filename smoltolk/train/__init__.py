@@ -1,0 +1,1 @@
+"""Training: the two-stage recipe (``smoltolk train``), distributed helpers and checkpoints."""

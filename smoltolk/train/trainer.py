@@ -1,0 +1,441 @@
+"""``smoltolk train``: the paper's two-stage recipe, one CPU process to many GPUs, exact resume.
+
+Phases: :func:`setup` (process group, model, optimizer, samplers, resume) -> :func:`train_step`
+(micro-batches, backward, clip, step) -> :func:`validate` -> :func:`save_checkpoint`, driven by
+:func:`train`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from smoltolk.config import from_dict, to_dict
+from smoltolk.data.sampler import BatchSampler, DataConfig, Mixture
+from smoltolk.errors import CheckpointError, SmolTolkError
+from smoltolk.model.tslm import IGNORE, TextSpeechLM, shift_targets
+from smoltolk.train import checkpoint as ckpt
+from smoltolk.train.config import TrainConfig
+from smoltolk.train.distributed import DistInfo, all_reduce_mean, cleanup, wrap
+from smoltolk.train.distributed import setup as setup_distributed
+from smoltolk.train.schedule import learning_rates, stage_of
+
+
+class NonFiniteLossError(SmolTolkError, RuntimeError):
+    """The loss became NaN or Inf."""
+
+
+@dataclass
+class Run:
+    """Everything a training run holds."""
+
+    cfg: TrainConfig
+    info: DistInfo
+    model: nn.Module  # unwrapped (what checkpoints save)
+    wrapped: nn.Module  # DDP / FSDP / compiled view used for forward-backward
+    optimizer: torch.optim.Optimizer
+    samplers: dict[int, BatchSampler]  # per stage
+    out: Path
+    tokenizer_file: Path | None
+    autocast: torch.dtype | None
+    step: int = 0
+    tokens: int = 0
+    skipped: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------- model
+def build_model(cfg: TrainConfig) -> tuple[nn.Module, Path | None]:
+    """The model to train and the tokenizer.json that goes with it (if any)."""
+    from smoltolk.model.config import ModelConfig, SpeechConfig
+    from smoltolk.model.hf import load_hf_backbone
+    from smoltolk.model.llama import LlamaLM, init_weights
+    from smoltolk.presets import preset
+
+    spec = cfg.model
+    tok = None
+    if spec.backbone_dir:
+        tok = Path(spec.backbone_dir) / "tokenizer.json"
+        tok = tok if tok.is_file() else None
+        backbone = load_hf_backbone(spec.backbone_dir)
+        if spec.text_only:
+            return backbone, tok
+        return TextSpeechLM.from_backbone(backbone, spec.speech or SpeechConfig()), tok
+    if spec.checkpoint:
+        model = TextSpeechLM.from_pretrained(spec.checkpoint)
+        tok = Path(spec.checkpoint) / "tokenizer.json"
+        return model, tok if tok.is_file() else None
+    base = preset(spec.preset) if spec.preset else ModelConfig(backbone=spec.backbone)
+    model_cfg = ModelConfig(backbone=spec.backbone or base.backbone, speech=spec.speech or base.speech)
+    if spec.text_only:
+        lm = LlamaLM(model_cfg.backbone)
+        init_weights(lm, 0.02)
+        return lm, None
+    return TextSpeechLM(model_cfg), None
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """speech / text x decay (>= 2-D tensors) / no decay, each group named for its schedule."""
+    speech = model.speech_parameters() if isinstance(model, TextSpeechLM) else {}
+    groups: dict[tuple[str, bool], list] = {}
+    for name, p in model.named_parameters():
+        kind = "speech" if name in speech else "text"
+        groups.setdefault((kind, p.dim() >= 2), []).append(p)
+    return [{"params": ps, "name": kind, "weight_decay": weight_decay if decay else 0.0}
+            for (kind, decay), ps in sorted(groups.items())]
+
+
+def _samplers(cfg: TrainConfig, model: nn.Module, info: DistInfo) -> dict[int, BatchSampler]:
+    swt = model.swt_id if isinstance(model, TextSpeechLM) else -1
+    eos = model.config.speech.eos_id if isinstance(model, TextSpeechLM) else -1
+    out = {}
+    for stage, weights, steps in ((1, cfg.stage1_data, cfg.schedule.stage1_steps),
+                                  (2, cfg.data.modality_weights, cfg.schedule.stage2_steps)):
+        if steps == 0:
+            continue
+        data = dataclasses.replace(cfg.data, modality_weights=dict(weights), seed=cfg.data.seed + 1000 * stage)
+        out[stage] = BatchSampler(Mixture(data, swt_id=swt, speech_eos_id=eos), cfg.schedule.micro_batch,
+                                  info.rank, info.world_size, cfg.schedule.grad_accum)
+    return out
+
+
+def _precision(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    p = cfg.run.precision
+    if p == "fp32":
+        return None
+    if p == "bf16":
+        return torch.bfloat16
+    return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+
+
+def setup(cfg: TrainConfig) -> Run:
+    info = setup_distributed(cfg.run.device)
+    torch.manual_seed(cfg.run.seed)  # every rank builds identical initial weights
+    model, tok = build_model(cfg)
+    model.to(info.device).train()
+    autocast = _precision(cfg, info.device)
+    context, world = cfg.data.context, info.world_size
+    per_step = cfg.schedule.micro_batch * cfg.schedule.grad_accum * world * context
+    if cfg.schedule.tokens_per_step is not None and cfg.schedule.tokens_per_step != per_step:
+        raise SmolTolkError(f"schedule.tokens_per_step={cfg.schedule.tokens_per_step} but micro_batch x grad_accum x "
+                            f"world ({world}) x context = {per_step}; adjust micro_batch or grad_accum")
+    wrapped = wrap(model, cfg.run.distributed, info, bf16=autocast is not None)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr,
+                                  betas=tuple(cfg.optim.betas), eps=cfg.optim.eps)
+    if cfg.run.compile:
+        wrapped = torch.compile(wrapped)
+    run = Run(cfg, info, model, wrapped, optimizer, _samplers(cfg, model, info), Path(cfg.run.out_dir), tok, autocast)
+    resume(run)
+    return run
+
+
+# ---------------------------------------------------------------------------------------- steps
+def compute_loss(run: Run, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Loss of one micro-batch (tokens, is_speech, doc_ids: (B, T+1)) and detached statistics."""
+    dev = run.info.device
+    batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
+    docs = batch["doc_ids"] if run.cfg.data.mask_documents else None
+    ctx = torch.autocast(dev.type, dtype=run.autocast) if run.autocast else contextlib.nullcontext()
+    with ctx:
+        if isinstance(run.model, TextSpeechLM):
+            out = run.wrapped(**shift_targets(batch["tokens"], batch["is_speech"], docs))
+            stats = {"text_loss": out.text_loss, "speech_loss": out.speech_loss,
+                     "n_text": out.num_text, "n_speech": out.num_speech}
+            if out.entropy is not None:
+                stats["entropy"] = out.entropy
+            return out.loss, {k: v.detach().float() for k, v in stats.items()}
+        shifted = shift_targets(batch["tokens"], batch["is_speech"], docs)
+        logits = run.wrapped(shifted["input_ids"], doc_ids=shifted.get("doc_ids"))
+        loss = F.cross_entropy(logits.float().flatten(0, 1), shifted["labels"].flatten(), ignore_index=IGNORE)
+        return loss, {"text_loss": loss.detach().float()}
+
+
+def set_learning_rates(run: Run, step: int) -> dict[str, float]:
+    rates = learning_rates(step, run.cfg.optim, run.cfg.schedule)
+    for group in run.optimizer.param_groups:
+        group["lr"] = rates[group["name"]]
+    return rates
+
+
+def train_step(run: Run, step: int) -> dict:
+    """One optimizer step: grad_accum micro-batches, backward, (stage 1: drop frozen grads), clip, step."""
+    stage = stage_of(step, run.cfg.schedule)
+    rates = set_learning_rates(run, step)
+    sampler = run.samplers[stage]
+    accum = run.cfg.schedule.grad_accum
+    total, stats_sum = torch.zeros((), device=run.info.device), {}
+    for micro in range(accum):
+        sync = micro == accum - 1
+        no_sync = getattr(run.wrapped, "no_sync", None)
+        ctx = no_sync() if (no_sync is not None and not sync) else contextlib.nullcontext()
+        with ctx:
+            loss, stats = compute_loss(run, next(sampler))
+            (loss / accum).backward()
+        total += loss.detach().float() / accum
+        for k, v in stats.items():
+            stats_sum[k] = stats_sum.get(k, 0) + v / accum
+    loss = all_reduce_mean(total, run.info)
+    if not torch.isfinite(loss):
+        return {"step": step, "stage": stage, "loss": float(loss), "finite": False}
+    if stage == 1:  # frozen backbone and text embeddings: no update, no optimizer state
+        for group in run.optimizer.param_groups:  # (the optimizer holds the wrapped, e.g. sharded, parameters)
+            if group["name"] == "text":
+                for p in group["params"]:
+                    p.grad = None
+    trainable = [p for g in run.optimizer.param_groups for p in g["params"] if p.grad is not None]
+    grad_norm = torch.nn.utils.clip_grad_norm_(trainable, run.cfg.optim.grad_clip)
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    row = {"step": step + 1, "stage": stage, "loss": float(loss), "grad_norm": float(grad_norm),
+           "lr_speech": rates["speech"], "lr_text": rates["text"], "finite": True}
+    row.update({k: float(all_reduce_mean(v, run.info)) for k, v in stats_sum.items()})
+    return row
+
+
+@torch.no_grad()
+def validate(run: Run) -> dict[str, float]:
+    """Mean loss per validation stream (one per dataset in ``validation.datasets``)."""
+    vcfg = run.cfg.validation
+    if not vcfg.datasets:
+        return {}
+    run.model.eval()
+    swt = run.model.swt_id if isinstance(run.model, TextSpeechLM) else -1
+    eos = run.model.config.speech.eos_id if isinstance(run.model, TextSpeechLM) else -1
+    results = {}
+    for ds in vcfg.datasets:
+        data = DataConfig(datasets=[ds], modality_weights={ds.modality: 1.0}, context=run.cfg.data.context,
+                          interleave=run.cfg.data.interleave, mask_documents=run.cfg.data.mask_documents,
+                          seed=vcfg.seed)
+        sampler = BatchSampler(Mixture(data, swt, eos), run.cfg.schedule.micro_batch, run.info.rank,
+                               run.info.world_size)
+        losses = [compute_loss(run, next(sampler))[0].detach().float() for _ in range(vcfg.batches)]
+        results[f"val/{ds.name or Path(ds.path).name}/{ds.modality}"] = float(
+            all_reduce_mean(torch.stack(losses).mean(), run.info))
+    run.model.train()
+    return results
+
+
+# ---------------------------------------------------------------------------------------- checkpoints
+def _write_model(run: Run):
+    def write(directory: Path, state: dict) -> None:
+        from safetensors.torch import save_file
+
+        from smoltolk.model.hf import hf_config_from_backbone
+        from smoltolk.model.tslm import CHECKPOINT_FORMAT
+
+        state = {k: v.contiguous() for k, v in state.items()}
+        if isinstance(run.model, TextSpeechLM):
+            meta = {"format": CHECKPOINT_FORMAT, "version": 1, "model": to_dict(run.model.config)}
+            save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
+        else:  # a text LM: a Hugging Face directory
+            meta = hf_config_from_backbone(run.model.config)
+            save_file({f"model.{k}" if not k.startswith("lm_head") else k: v for k, v in state.items()},
+                      str(directory / "model.safetensors"), metadata={"format": "pt"})
+        (directory / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+        if run.tokenizer_file is not None:
+            (directory / "tokenizer.json").write_bytes(run.tokenizer_file.read_bytes())
+    return write
+
+
+def save_checkpoint(run: Run) -> Path | None:
+    """Gather the full state (a collective), write it on rank 0, keep the last K."""
+    model_state = ckpt.full_model_state(run.model)
+    opt_state = ckpt.full_optimizer_state(run.model, run.optimizer)
+    path = ckpt.step_dir(run.out / "checkpoints", run.step)
+    if run.info.is_main:
+        state = {"step": run.step, "stage": stage_of(max(run.step - 1, 0), run.cfg.schedule), "tokens": run.tokens,
+                 "skipped": run.skipped, "samplers": {str(k): s.state_dict() for k, s in run.samplers.items()},
+                 "world_size": run.info.world_size, "config": to_dict(run.cfg)}
+        ckpt.save(path, model=run.model, model_state=model_state, optimizer_state=opt_state, train_state=state,
+                  write_model=_write_model(run))
+        ckpt.prune(run.out / "checkpoints", run.cfg.run.keep_checkpoints)
+    _barrier(run.info)
+    return path
+
+
+def resume(run: Run) -> None:
+    """Continue from run.resume: "auto" (the latest checkpoint under out_dir, if any), "never", or a path."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
+
+    choice = run.cfg.run.resume
+    if choice == "never":
+        return
+    if choice == "auto":
+        found = ckpt.list_checkpoints(run.out / "checkpoints")
+        if not found:
+            return
+        path = found[-1]
+    else:
+        path = Path(choice)
+        if not path.is_dir():
+            raise CheckpointError(f"{path}: no such checkpoint directory (run.resume)")
+    model_state, opt_state, state = ckpt.load(path)
+    if not isinstance(run.model, TextSpeechLM):  # text-only checkpoints are HF directories: drop "model."
+        model_state = {k[len("model."):] if k.startswith("model.") else k: v for k, v in model_state.items()}
+    aliases = ckpt.tied_names(run.model)
+    for alias, target in aliases.items():
+        model_state.setdefault(alias, model_state[target])
+    options = StateDictOptions(full_state_dict=True)
+    set_model_state_dict(run.model, model_state, options=options)
+    set_optimizer_state_dict(run.model, run.optimizer, opt_state, options=options)
+    for stage, s in state["samplers"].items():
+        if int(stage) in run.samplers:
+            run.samplers[int(stage)].load_state_dict(s)
+    if "cpu" in state["rng"]:
+        torch.set_rng_state(state["rng"]["cpu"])
+    run.step, run.tokens, run.skipped = state["step"], state["tokens"], state["skipped"]
+    if run.info.is_main:
+        print(f"resumed from {path} at step {run.step}", flush=True)
+
+
+def _barrier(info: DistInfo) -> None:
+    if info.distributed:
+        torch.distributed.barrier()
+
+
+# ---------------------------------------------------------------------------------------- driver
+def flops_per_token(model: nn.Module, context: int) -> float:
+    """Forward+backward FLOPs per token: 6 N (non-embedding parameters) + 12 L d T (attention)."""
+    emb = {id(p) for n, p in model.named_parameters() if "embed" in n or "lm_head" in n or "speech_head" in n}
+    n = sum(p.numel() for p in model.parameters() if id(p) not in emb)
+    from smoltolk.model.llama import DecoderLayer
+
+    layers = [m for m in model.modules() if isinstance(m, DecoderLayer)]
+    d = layers[0].self_attn.q_proj.in_features if layers else 0
+    return 6.0 * n + 12.0 * len(layers) * d * context
+
+
+class Logger:
+    """Rank-0 metrics: a JSONL file, a progress bar, and optional TensorBoard / W&B."""
+
+    def __init__(self, run: Run, total: int) -> None:
+        from tqdm import tqdm
+
+        self.main = run.info.is_main
+        self.path = run.out / "metrics.jsonl"
+        self.bar = tqdm(total=total, initial=run.step, desc="train", unit="step",
+                        disable=not (self.main and run.cfg.run.progress))
+        self.tb = self.wb = None
+        if self.main and run.cfg.run.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run.out / "tensorboard"))
+        if self.main and run.cfg.run.wandb:
+            import wandb
+
+            self.wb = wandb.init(project=run.cfg.run.wandb_project, config=to_dict(run.cfg), dir=str(run.out))
+
+    def log(self, row: dict, write: bool) -> None:
+        if not self.main:
+            return
+        if write:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            if self.tb is not None:
+                for k, v in row.items():
+                    if isinstance(v, (int, float)) and k != "step":
+                        self.tb.add_scalar(k, v, row["step"])
+            if self.wb is not None:
+                self.wb.log(row, step=row["step"])
+        if "loss" in row:
+            self.bar.set_postfix(loss=f"{row['loss']:.3f}", stage=row.get("stage"))
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.tb is not None:
+            self.tb.close()
+        if self.wb is not None:
+            self.wb.finish()
+
+
+def _memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Run (or resume) training; returns a summary. Rank 0 writes checkpoints, metrics and the final model."""
+    run = setup(cfg)
+    try:
+        return _loop(run)
+    finally:
+        cleanup()
+
+
+def _loop(run: Run) -> dict:
+    cfg, out = run.cfg, run.out
+    total = cfg.schedule.total_steps
+    if run.info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "train_config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+    logger = Logger(run, total)
+    tokens_per_step = cfg.schedule.micro_batch * cfg.schedule.grad_accum * run.info.world_size * cfg.data.context
+    fpt = flops_per_token(run.model, cfg.data.context)
+    peak = cfg.run.peak_flops
+    t_last = time.perf_counter()
+    last_ckpt = None
+    while run.step < total:
+        row = train_step(run, run.step)
+        if not row["finite"]:
+            msg = f"step {run.step + 1}: the loss is {row['loss']} (not finite)"
+            if cfg.run.on_nan == "stop" or run.skipped >= cfg.run.max_skipped_steps:
+                run.optimizer.zero_grad(set_to_none=True)
+                good = ckpt.list_checkpoints(out / "checkpoints")
+                raise NonFiniteLossError(f"{msg}; stopping. The last good checkpoint is "
+                                         f"{good[-1] if good else 'none (no checkpoint was written yet)'}; "
+                                         "lower the learning rate or set run.on_nan=skip")
+            run.optimizer.zero_grad(set_to_none=True)
+            run.skipped += 1
+            run.step += 1
+            logger.log({"step": run.step, "skipped_non_finite": run.skipped}, write=True)
+            continue
+        run.step += 1
+        run.tokens += tokens_per_step
+        now = time.perf_counter()
+        tps = tokens_per_step / max(now - t_last, 1e-9)
+        t_last = now
+        row.update(tokens=run.tokens, tokens_per_s=tps, memory_mb=_memory_mb(run.info.device))
+        if peak:
+            row["mfu"] = tps * fpt / (peak * run.info.world_size)
+        del row["finite"]
+        if cfg.validation.every and run.step % cfg.validation.every == 0:
+            row.update(validate(run))
+            t_last = time.perf_counter()
+        run.history.append(row)
+        logger.log(row, write=run.step % cfg.run.log_every == 0 or run.step == total)
+        logger.bar.update()
+        if cfg.run.checkpoint_every and run.step % cfg.run.checkpoint_every == 0 and run.step < total:
+            last_ckpt = save_checkpoint(run)
+            t_last = time.perf_counter()
+    final_val = validate(run)
+    if not last_ckpt or ckpt.step_dir(out / "checkpoints", run.step) != last_ckpt:
+        last_ckpt = save_checkpoint(run)
+    logger.close()
+    summary = {"steps": run.step, "tokens": run.tokens, "skipped": run.skipped, "checkpoint": str(last_ckpt),
+               "final_validation": final_val, "last": run.history[-1] if run.history else None}
+    if run.info.is_main:
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def load_train_config(path: str | Path | None, overrides: list[str]) -> TrainConfig:
+    """A recipe YAML plus ``a.b=c`` overrides -> validated :class:`TrainConfig`."""
+    from smoltolk.config import load_config
+
+    return load_config(TrainConfig, path, overrides)
+
+
+def config_from_dict(data: dict) -> TrainConfig:
+    return from_dict(TrainConfig, data)
+
+

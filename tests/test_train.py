@@ -1,0 +1,187 @@
+"""Training: golden loss, stage-1 freezing, schedules, exact resume, atomic checkpoints, NaN, DDP/FSDP2."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from smoltolk.train import checkpoint as ckpt
+from smoltolk.train import trainer
+from smoltolk.train.config import OptimConfig, ScheduleConfig
+from smoltolk.train.schedule import learning_rates, trapezoid
+from smoltolk.train.trainer import NonFiniteLossError, load_train_config, train
+
+GOLDEN = Path(__file__).parent / "golden" / "tiny_train_losses.json"
+
+
+@pytest.fixture(scope="session")
+def synth(tmp_path_factory):
+    from smoltolk.data.synthetic import make_synthetic_corpus
+
+    return make_synthetic_corpus(tmp_path_factory.mktemp("synth"), n_utterances=80, n_documents=80)
+
+
+def _overrides(synth, out, **extra) -> list[str]:
+    base = {
+        "model.preset": "tiny", "data.context": 64,
+        "data.datasets": f"[{{path: {synth['speech']}, modality: speech}}, {{path: {synth['text']}, modality: text}},"
+                         f" {{path: {synth['speech']}, modality: interleaved}}]",
+        "schedule.stage1_steps": 5, "schedule.stage2_steps": 15, "schedule.micro_batch": 4,
+        "optim.lr": 2e-3, "optim.warmup_steps": 2, "run.out_dir": str(out), "run.progress": "false",
+        "run.precision": "fp32",
+    }
+    base.update(extra)
+    return [f"{k}={v}" for k, v in base.items()]
+
+
+def _losses(out: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_golden_loss_reproduces_and_falls(synth, tmp_path):
+    a = train(load_train_config(None, _overrides(synth, tmp_path / "a")))
+    b = train(load_train_config(None, _overrides(synth, tmp_path / "b")))
+    la, lb = _losses(tmp_path / "a"), _losses(tmp_path / "b")
+    assert la == lb and len(la) == 20 and a["steps"] == b["steps"] == 20
+    assert sum(la[-5:]) / 5 < sum(la[:5]) / 5 - 0.3
+    golden = json.loads(GOLDEN.read_text())
+    assert la == pytest.approx(golden, rel=1e-4)  # stored from the same recipe and seed
+
+
+def test_stage1_freezes_backbone_and_text_embeddings(synth, tmp_path):
+    torch.manual_seed(0)
+    cfg = load_train_config(None, _overrides(synth, tmp_path, **{"schedule.stage2_steps": 0}))
+    initial, _ = trainer.build_model(cfg)
+    train(cfg)
+    from smoltolk.model.tslm import TextSpeechLM
+
+    final = TextSpeechLM.from_pretrained(tmp_path / "checkpoints" / "step-00000005")
+    for name, p in initial.state_dict().items():
+        if name.startswith("backbone."):
+            assert torch.equal(p, final.state_dict()[name]), name
+    moved = [n for n, p in initial.state_dict().items() if not n.startswith("backbone.")
+             and not torch.equal(p, final.state_dict()[n])]
+    assert {n.split(".")[0] for n in moved} >= {"speech_embed", "input_adapter", "output_adapter", "phi",
+                                                "layer_selector"}
+    _, opt, _ = ckpt.load(tmp_path / "checkpoints" / "step-00000005")
+    assert not any(name.startswith("backbone.") for name in opt["state"])  # no optimizer state for frozen params
+
+
+def test_learning_rates_follow_the_schedule(synth, tmp_path):
+    optim = OptimConfig(lr=1e-3, warmup_steps=4, decay_fraction=0.2)
+    sched = ScheduleConfig(stage1_steps=20, stage2_steps=10)
+    expected = {0: 0.25, 3: 1.0, 10: 1.0, 15: 1.0, 16: 1.0, 17: 0.75, 19: 0.25}
+    for step, mult in expected.items():
+        assert learning_rates(step, optim, sched) == {"speech": pytest.approx(1e-2 * mult), "text": 0.0}
+    assert learning_rates(20, optim, sched) == {"speech": 1e-3, "text": 1e-3}  # stage 2 starts at its rate
+    assert learning_rates(29, optim, sched) == {"speech": 1e-3, "text": 1e-3}
+    assert trapezoid(0, 1, 100, 0.2) == 1.0
+    train(load_train_config(None, _overrides(synth, tmp_path)))
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    opt, sch = OptimConfig(lr=2e-3, warmup_steps=2), ScheduleConfig(stage1_steps=5, stage2_steps=15)
+    for row in rows:
+        rates = learning_rates(row["step"] - 1, opt, sch)
+        assert (row["lr_speech"], row["lr_text"]) == (pytest.approx(rates["speech"]), rates["text"])
+        assert row["stage"] == (1 if row["step"] <= 5 else 2)
+
+
+def test_killed_run_resumes_exactly(synth, tmp_path, monkeypatch):
+    train(load_train_config(None, _overrides(synth, tmp_path / "full", **{"run.checkpoint_every": 4})))
+    full = _losses(tmp_path / "full")
+
+    real = trainer.train_step
+
+    def dies_after_step_9(run, step):
+        if step == 9:
+            raise KeyboardInterrupt("killed")
+        return real(run, step)
+
+    monkeypatch.setattr(trainer, "train_step", dies_after_step_9)
+    cfg = load_train_config(None, _overrides(synth, tmp_path / "killed", **{"run.checkpoint_every": 4}))
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    monkeypatch.setattr(trainer, "train_step", real)
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path / "killed" / "checkpoints")] == \
+        ["step-00000004", "step-00000008"]
+    train(cfg)  # resume=auto
+    rows = [json.loads(line) for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
+    resumed = {r["step"]: r["loss"] for r in rows}
+    assert [resumed[s] for s in range(9, 21)] == full[8:]  # bit-identical after the restart
+
+
+def test_interrupted_checkpoint_keeps_the_previous_one(synth, tmp_path, monkeypatch):
+    cfg = load_train_config(None, _overrides(synth, tmp_path, **{"run.checkpoint_every": 5,
+                                                                "schedule.stage2_steps": 5}))
+    calls = {"n": 0}
+    real = ckpt.save
+
+    def crash_second(directory, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            def boom(*a):
+                raise KeyboardInterrupt("killed while writing")
+            kw = {**kw, "write_model": boom}
+        return real(directory, **kw)
+
+    monkeypatch.setattr(ckpt, "save", crash_second)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["step-00000005"]  # no half-written step-00000010, the previous one intact
+    from smoltolk.model.tslm import TextSpeechLM
+
+    TextSpeechLM.from_pretrained(tmp_path / "checkpoints" / "step-00000005")
+
+
+def test_non_finite_loss_stops_with_a_clear_message_or_is_skipped(synth, tmp_path, monkeypatch):
+    real = trainer.compute_loss
+
+    def nan_at_step_7(run, batch):
+        loss, stats = real(run, batch)
+        return (loss * math.nan, stats) if run.step == 6 else (loss, stats)
+
+    monkeypatch.setattr(trainer, "compute_loss", nan_at_step_7)
+    with pytest.raises(NonFiniteLossError, match=r"step 7: the loss is nan.*last good checkpoint is .*step-00000005"):
+        train(load_train_config(None, _overrides(synth, tmp_path / "stop", **{"run.checkpoint_every": 5})))
+    summary = train(load_train_config(None, _overrides(synth, tmp_path / "skip", **{"run.on_nan": "skip"})))
+    assert summary["skipped"] == 1 and summary["steps"] == 20
+
+
+def test_text_only_pretraining_writes_a_hugging_face_directory(synth, tmp_path):
+    from smoltolk.model.hf import load_hf_backbone
+
+    over = _overrides(synth, tmp_path, **{"model.text_only": "true", "schedule.stage1_steps": 0,
+                                          "schedule.stage2_steps": 6,
+                                          "data.modality_weights": "{text: 1.0}",
+                                          "data.datasets": f"[{{path: {synth['text']}, modality: text}}]"})
+    summary = train(load_train_config(None, over))
+    losses = _losses(tmp_path)
+    assert losses[-1] < losses[0]
+    lm = load_hf_backbone(summary["checkpoint"])
+    assert lm.config.vocab_size == 512
+
+
+def _torchrun(cfg_args: list[str], nproc: int, cwd: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    (cwd / "empty.yaml").write_text("{}\n")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "smoltolk.cli", "train", str(cwd / "empty.yaml"), *cfg_args]
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def test_two_processes_match_one_with_the_same_global_batch(synth, tmp_path, mode):
+    common = {"schedule.stage1_steps": 2, "schedule.stage2_steps": 4, "schedule.micro_batch": 1}
+    train(load_train_config(None, _overrides(synth, tmp_path / "one", **common, **{"schedule.grad_accum": 2})))
+    _torchrun(_overrides(synth, tmp_path / "two", **common, **{"run.distributed": mode}), 2, tmp_path)
+    one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    assert len(one) == len(two) == 6
+    assert two == pytest.approx(one, rel=1e-4, abs=1e-5)
