@@ -162,9 +162,33 @@ def read_mapping(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``, recursively for mappings (lists and scalars are replaced whole)."""
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_recipe(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A YAML/JSON mapping; a top-level ``base: other.yaml`` (relative to this file) is read first
+    and this file's keys are merged over it."""
+    path = Path(path).resolve()
+    if path in _seen:
+        raise ConfigError(f"{path}: 'base' chain loops back to itself")
+    data = read_mapping(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: 'base' must be a file name, got {base!r}")
+    return _merge(read_recipe(path.parent / base, (*_seen, path)), data)
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
-    """File (optional) <- overrides -> validated ``cls``; errors name the file or override."""
-    data = read_mapping(path) if path is not None else {}
+    """File (optional, with ``base:`` inheritance) <- overrides -> validated ``cls``; errors name the
+    file or override."""
+    data = read_recipe(path) if path is not None else {}
     data = apply_overrides(data, overrides or [])
     try:
         return from_dict(cls, data, where="config")

@@ -59,3 +59,13 @@ def test_overrides_do_not_mutate_their_input():
     data = {"speech": {"pooling": "fixed"}}
     out = apply_overrides(data, ["speech.pooling=last"])
     assert data["speech"]["pooling"] == "fixed" and out["speech"]["pooling"] == "last"
+
+
+def test_recipes_inherit_from_a_base(tmp_path):
+    (tmp_path / "base.yaml").write_text("backbone:\n  num_layers: 6\n  hidden_size: 144\nspeech:\n  pooling: fixed\n")
+    (tmp_path / "child.yaml").write_text("base: base.yaml\nbackbone:\n  num_layers: 8\n")
+    cfg = load_config(ModelConfig, tmp_path / "child.yaml")
+    assert cfg.backbone.num_layers == 8 and cfg.backbone.hidden_size == 144 and cfg.speech.pooling == "fixed"
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="loops back"):
+        load_config(ModelConfig, tmp_path / "loop.yaml")

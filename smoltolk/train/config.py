@@ -21,6 +21,7 @@ class ModelSpec:
     backbone: BackboneConfig | None = None  # override of the preset's backbone shape
     speech: SpeechConfig | None = None  # None: the preset's / checkpoint's, or SmolTolk's defaults
     text_only: bool = False  # pretrain the text backbone alone (no speech modules)
+    tokenizer: str | None = None  # tokenizer.json to keep in checkpoints (default: the backbone_dir's)
 
     def __post_init__(self) -> None:
         given = [k for k in ("backbone_dir", "preset", "checkpoint") if getattr(self, k)]

@@ -24,7 +24,7 @@ from smoltolk.data.sampler import BatchSampler, DataConfig, Mixture
 from smoltolk.errors import CheckpointError, SmolTolkError
 from smoltolk.model.tslm import IGNORE, TextSpeechLM, shift_targets
 from smoltolk.train import checkpoint as ckpt
-from smoltolk.train.config import TrainConfig
+from smoltolk.train.config import ModelSpec, TrainConfig
 from smoltolk.train.distributed import DistInfo, all_reduce_mean, cleanup, wrap
 from smoltolk.train.distributed import setup as setup_distributed
 from smoltolk.train.schedule import learning_rates, stage_of
@@ -56,12 +56,21 @@ class Run:
 # ---------------------------------------------------------------------------------------- model
 def build_model(cfg: TrainConfig) -> tuple[nn.Module, Path | None]:
     """The model to train and the tokenizer.json that goes with it (if any)."""
+    spec = cfg.model
+    model, tok = _build(spec)
+    if spec.tokenizer is not None:
+        tok = Path(spec.tokenizer)
+        if not tok.is_file():
+            raise SmolTolkError(f"model.tokenizer: {tok} not found (expected a tokenizer.json)")
+    return model, tok
+
+
+def _build(spec: ModelSpec) -> tuple[nn.Module, Path | None]:
     from smoltolk.model.config import ModelConfig, SpeechConfig
     from smoltolk.model.hf import load_hf_backbone
     from smoltolk.model.llama import LlamaLM, init_weights
     from smoltolk.presets import preset
 
-    spec = cfg.model
     tok = None
     if spec.backbone_dir:
         tok = Path(spec.backbone_dir) / "tokenizer.json"
