@@ -184,6 +184,19 @@ def _cmd_synth_data(args: argparse.Namespace) -> None:
     print(json.dumps(paths, indent=2))
 
 
+def _cmd_eval(args: argparse.Namespace) -> None:
+    from smoltolk.eval.config import build_eval_config
+    from smoltolk.eval.run import evaluate
+
+    st = args.speech_tokenizer or (None, None)
+    cfg = build_eval_config(args.config, args.tasks, args.overrides, reduction=args.reduction,
+                            batch_tokens=args.batch_tokens, tokenizer=args.tokenizer, device=args.device,
+                            dtype=args.dtype, **{"speech_tokenizer.features": st[0], "speech_tokenizer.kmeans": st[1]})
+    summary = evaluate(args.checkpoints, cfg, args.out)
+    print((Path(args.out) / "results.md").read_text(), end="")
+    print(f"wrote {Path(args.out) / 'results.json'} ({len(summary['checkpoints'])} checkpoint(s))", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smoltolk", description=__doc__.split(":")[0] + ": text-speech LMs "
                                      "with late fusion and multi-level fission (SmolTolk).")
@@ -296,6 +309,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--i-trust-this-pickle", action="store_true",
                    help="required: loading a pickle runs code chosen by its author")
     p.set_defaults(func=_cmd_convert_kmeans)
+    p = sub.add_parser("eval", help="zero-shot benchmarks: sWUGGY, sBLIMP, (cross-modal) StoryCloze, speech NLL, MMLU")
+    p.add_argument("checkpoints", nargs="+", help="smoltolk checkpoint(s), or a Hugging Face text LM (text tasks)")
+    p.add_argument("--tasks", nargs="+", default=[], metavar="NAME=PATH",
+                   help="benchmarks and their files: swuggy, sblimp, blimp_text, sstorycloze, tstorycloze, "
+                        "sstorycloze_xmodal, tstorycloze_xmodal, speech_nll, mmlu (layouts: see README)")
+    p.add_argument("--out", required=True, help="output folder: results.json, results.md, eval_config.json, ...")
+    p.add_argument("--config", default=None, help="a YAML/JSON eval config (smoltolk.eval.config.EvalConfig)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override, e.g. tasks.swuggy.units=units.jsonl (repeatable)")
+    p.add_argument("--speech-tokenizer", nargs=2, metavar=("FEATURES", "CENTROIDS"), default=None,
+                   help="turn benchmark audio into units: hubert:DIR or logmel[:RATE], and a centroid file")
+    p.add_argument("--tokenizer", default=None, help="tokenizer.json for text (default: <checkpoint>/tokenizer.json)")
+    p.add_argument("--reduction", choices=["mean", "sum"], default=None, help="per-item score (default: mean)")
+    p.add_argument("--batch-tokens", type=int, default=None, help="positions per forward pass (default: 2048)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None)
+    p.set_defaults(func=_cmd_eval)
+
     return parser
 
 

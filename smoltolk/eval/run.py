@@ -1,0 +1,214 @@
+"""``smoltolk eval``: score one or more checkpoints on the configured benchmarks and write the results.
+
+Output folder::
+
+    eval_config.json                 the resolved config, the checkpoints, versions
+    results.json                     every metric of every checkpoint, and how each task was scored
+    results.md                       paper Table 1's layout, checkpoints side by side (+ other tasks)
+    <checkpoint>/scores/<task>.jsonl per-item summed log-prob and scored-token count
+    <checkpoint>/zerospeech/lexical/<split>.txt, syntactic/<split>.txt   "<wav stem> <score>" lines
+    units/<task>/                    speech units made from the benchmark's audio (reusable as tasks.<task>.units)
+
+A checkpoint is a smoltolk directory or a Hugging Face text LM directory; the latter is scored
+with its own :class:`~smoltolk.model.llama.LlamaLM` (its text path exactly, own RoPE base), so it
+runs the text tasks only (MMLU before speech training, BLIMP T, StoryCloze T).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from smoltolk.config import to_dict
+from smoltolk.errors import CheckpointError
+from smoltolk.eval.config import EvalConfig
+from smoltolk.eval.report import write_report
+from smoltolk.eval.scorer import LikelihoodScorer
+from smoltolk.eval.tasks import (
+    MMLU,
+    BlimpText,
+    CrossModalStoryCloze,
+    SBlimp,
+    SpeechNLL,
+    StoryCloze,
+    SWuggy,
+    Task,
+    check_wavs,
+)
+from smoltolk.eval.units import UnitStore, load_unit_source, tokenize_audio
+from smoltolk.model.io import read_json
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def build_tasks(cfg: EvalConfig) -> list[Task]:
+    """Read and check every configured benchmark's files (errors before any model is loaded)."""
+    tasks: list[Task] = []
+    for name, tc in cfg.active_tasks().items():
+        if name == "swuggy":
+            tasks.append(SWuggy(tc.path))
+        elif name == "sblimp":
+            tasks.append(SBlimp(tc.path))
+        elif name == "blimp_text":
+            tasks.append(BlimpText(tc.path))
+        elif name in ("sstorycloze", "tstorycloze"):
+            tasks.append(StoryCloze(tc.path, name))
+        elif name.endswith("_xmodal"):
+            tasks.append(CrossModalStoryCloze(tc.path, name, tc.settings))
+        elif name == "speech_nll":
+            tasks.append(SpeechNLL(tc.path))
+        elif name == "mmlu":
+            tasks.append(MMLU(tc.path, tc.max_per_subject))
+    return tasks
+
+
+def checkpoint_kind(path: str | Path) -> str:
+    """"smoltolk" (a text-speech checkpoint) or "hf" (a Hugging Face text LM); errors otherwise."""
+    from smoltolk.model.tslm import CHECKPOINT_FORMAT
+
+    meta = read_json(Path(path) / "config.json")
+    if meta.get("format") == CHECKPOINT_FORMAT:
+        return "smoltolk"
+    if "model_type" in meta:
+        return "hf"
+    raise CheckpointError(f"{Path(path) / 'config.json'}: neither a smoltolk checkpoint nor a Hugging Face text LM")
+
+
+def load_eval_model(path: str | Path, device: str = "cpu", dtype: str = "float32"):
+    """The model to score with: a TextSpeechLM, or a LlamaLM for a Hugging Face text LM."""
+    from smoltolk.model.hf import load_hf_backbone
+    from smoltolk.model.tslm import TextSpeechLM
+
+    if checkpoint_kind(path) == "smoltolk":
+        return TextSpeechLM.from_pretrained(path, dtype=DTYPES[dtype], device=device).eval()
+    return load_hf_backbone(path, dtype=DTYPES[dtype], device=device).eval()
+
+
+def resolve_text_bos(model, setting: int | str) -> int | None:
+    if setting == "none":
+        return None
+    if setting != "auto":
+        return int(setting)
+    cfg = model.config.backbone if hasattr(model.config, "backbone") else model.config
+    return cfg.bos_token_id if cfg.bos_token_id is not None else cfg.eos_token_id
+
+
+def check_checkpoints(checkpoints: list[str], tasks: list[Task]) -> dict[str, str]:
+    """Kind of each checkpoint; a text-only one asked for speech tasks is an error, before any work."""
+    kinds = {}
+    speech_tasks = [t.name for t in tasks if t.speech]
+    for ckpt in checkpoints:
+        kinds[ckpt] = checkpoint_kind(ckpt)
+        if kinds[ckpt] == "hf" and speech_tasks:
+            raise CheckpointError(f"{ckpt}: a Hugging Face text LM has no speech modules, so it cannot run the "
+                                  f"speech task(s) {speech_tasks}; evaluate it on text tasks only (mmlu, blimp_text, "
+                                  "*_xmodal with settings [T]), or wrap and train it first")
+    return kinds
+
+
+def resolve_units(tasks: list[Task], cfg: EvalConfig, out: Path) -> dict[str, UnitStore | None]:
+    """Speech units of every speech task: pre-computed files, the manifest's own, or the speech tokenizer."""
+    tokenizer = None
+    stores: dict[str, UnitStore | None] = {}
+    active = cfg.active_tasks()
+    for task in tasks:
+        if not task.speech:
+            stores[task.name] = None
+            continue
+        if isinstance(task, SpeechNLL) and task.own_units:
+            stores[task.name] = task.manifest_units()
+            continue
+        audio = task.audio()
+        source = getattr(active[task.name], "units", None)
+        if source is not None:
+            stores[task.name] = load_unit_source(source, audio)
+            continue
+        check_wavs(audio, f"{task.name} ({active[task.name].path})")
+        if tokenizer is None and cfg.speech_tokenizer.features is not None:
+            from smoltolk.data.speech_tokenizer import load_speech_tokenizer
+
+            st = cfg.speech_tokenizer
+            tokenizer = load_speech_tokenizer(st.features, st.kmeans, layer=st.layer, device=cfg.device)
+        stores[task.name] = tokenize_audio(audio, out / "units" / task.name, tokenizer, progress=cfg.progress)
+    return stores
+
+
+def checkpoint_names(checkpoints: list[str]) -> list[str]:
+    names: list[str] = []
+    for ckpt in checkpoints:
+        base = Path(ckpt).resolve().name or "checkpoint"
+        name, k = base, 2
+        while name in names:
+            name, k = f"{base}-{k}", k + 1
+        names.append(name)
+    return names
+
+
+def evaluate_checkpoint(path: str, tasks: list[Task], units: dict[str, UnitStore | None], cfg: EvalConfig,
+                        out: Path) -> dict[str, Any]:
+    """Score one checkpoint on every task; write its per-item scores and ZeroSpeech files under ``out``."""
+    from smoltolk.model.hf import load_tokenizer
+
+    model = load_eval_model(path, cfg.device, cfg.dtype)
+    tokenizer = None
+    if any(t.text for t in tasks):
+        tokenizer = load_tokenizer(cfg.tokenizer or path)
+    scorer = LikelihoodScorer(model, batch_tokens=cfg.batch_tokens, layout=cfg.layout, pack_length=cfg.pack_length,
+                              text_bos=resolve_text_bos(model, cfg.text_bos), progress=cfg.progress)
+    results: dict[str, Any] = {}
+    for task in tasks:
+        start = time.perf_counter()
+        scores = scorer.score(task.items(units[task.name], tokenizer))
+        metrics = task.metrics(scores, cfg.reduction)
+        metrics["seconds"] = round(time.perf_counter() - start, 3)
+        results[task.name] = metrics
+        _write_scores(out / "scores" / f"{task.name}.jsonl", task.item_names(), scores)
+        if task.zerospeech:
+            sub = out / "zerospeech" / task.zerospeech / f"{task.split}.txt"
+            sub.parent.mkdir(parents=True, exist_ok=True)
+            sub.write_text("".join(f"{n} {s.value(cfg.reduction):.6f}\n" for n, s in zip(task.item_names(), scores)))
+    del model
+    return results
+
+
+def _write_scores(path: Path, names: list[str], scores) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for n, s in zip(names, scores):
+            f.write(json.dumps({"item": n, "logprob": s.logprob, "tokens": s.num_tokens}) + "\n")
+
+
+def evaluate(checkpoints: list[str], cfg: EvalConfig, out: str | Path) -> dict[str, Any]:
+    """Score every checkpoint on every configured task; write results.json / results.md / eval_config.json."""
+    from smoltolk.errors import ConfigError
+
+    out = Path(out)
+    if not checkpoints:
+        raise ConfigError("give at least one checkpoint to evaluate")
+    if not cfg.active_tasks():
+        raise ConfigError("no tasks configured: give --tasks NAME=PATH ... (or tasks.NAME.path=... in a config)")
+    tasks = build_tasks(cfg)
+    kinds = check_checkpoints(checkpoints, tasks)
+    out.mkdir(parents=True, exist_ok=True)
+    names = checkpoint_names(checkpoints)
+    (out / "eval_config.json").write_text(json.dumps({
+        "config": to_dict(cfg), "checkpoints": dict(zip(names, map(str, checkpoints))),
+        "versions": {"torch": torch.__version__, "python": platform.python_version()}}, indent=2) + "\n")
+    units = resolve_units(tasks, cfg, out)
+    summary: dict[str, Any] = {
+        "reduction": cfg.reduction,
+        "scoring": {t.name: t.scoring(cfg.reduction) for t in tasks},
+        "ties": "count 0.5 (1/m for a gold choice tied with m-1 others)",
+        "checkpoints": [],
+    }
+    for name, ckpt in zip(names, checkpoints):
+        results = evaluate_checkpoint(ckpt, tasks, units, cfg, out / name)
+        summary["checkpoints"].append({"name": name, "path": str(ckpt), "kind": kinds[ckpt], "results": results})
+        (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")  # after each checkpoint
+    write_report(summary, out / "results.md")
+    return summary
