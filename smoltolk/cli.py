@@ -197,6 +197,23 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     print(f"wrote {Path(args.out) / 'results.json'} ({len(summary['checkpoints'])} checkpoint(s))", file=sys.stderr)
 
 
+def _cmd_analyze(args: argparse.Namespace) -> None:
+    from smoltolk.analysis.run import analyze, build_analysis_config
+
+    cfg = build_analysis_config(args.config, args.overrides, speech=args.speech, text=args.text,
+                                segmentation_dev=args.segmentation_dev, segmentation_test=args.segmentation_test,
+                                analyses=args.analyses, num_samples=args.num_samples, num_batches=args.num_batches,
+                                tokenizer=args.tokenizer, device=args.device, dtype=args.dtype, seed=args.seed)
+    results = analyze(args.checkpoints, cfg, args.out)
+    for name, r in results.items():
+        seg = r.get("segmentation", {}).get("test")
+        line = f"{name}: analyses written to {Path(args.out) / name}"
+        if seg:
+            line += (f"; segmentation (test) P {100 * seg['precision']:.1f} R {100 * seg['recall']:.1f} "
+                     f"F1 {100 * seg['f1']:.1f} R-value {100 * seg['r_value']:.1f}")
+        print(line)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smoltolk", description=__doc__.split(":")[0] + ": text-speech LMs "
                                      "with late fusion and multi-level fission (SmolTolk).")
@@ -327,6 +344,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None)
     p.set_defaults(func=_cmd_eval)
 
+    p = sub.add_parser("analyze", help="layer weights, word segmentation, intrinsic dimension, subspace overlap")
+    p.add_argument("checkpoints", nargs="+", help="smoltolk checkpoint(s)")
+    p.add_argument("--speech", default=None, help="aligned speech manifest: units, durations, frame_rate, words")
+    p.add_argument("--text", default=None, help="text manifest for intrinsic-dim (default: the speech transcripts)")
+    p.add_argument("--segmentation-dev", default=None, help="aligned manifest to tune the peak prominence on")
+    p.add_argument("--segmentation-test", default=None, help="aligned manifest to report segmentation on")
+    p.add_argument("--analyses", nargs="+", default=None, metavar="NAME",
+                   help="layer-weights segmentation intrinsic-dim overlap (default: all)")
+    p.add_argument("--num-samples", type=int, default=None, help="representations per batch (default: 10000)")
+    p.add_argument("--num-batches", type=int, default=None, help="batches, for mean and std (default: 5)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--config", default=None, help="a YAML/JSON analysis config (smoltolk.analysis.run.AnalysisConfig)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--tokenizer", default=None, help="tokenizer.json (default: <checkpoint>/tokenizer.json)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--device", default=None)
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None)
+    p.set_defaults(func=_cmd_analyze)
     return parser
 
 

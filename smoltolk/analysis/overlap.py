@@ -1,0 +1,40 @@
+"""Subspace overlap between modalities (paper Fig. 4).
+
+Paired text and speech representations of the same words, one layer at a time: centre each
+modality; U = the top-k principal directions of one modality; the fraction of the other
+modality's variance those directions explain is ||X U||_F^2 / ||X||_F^2. Both directions are
+reported. A random k-dimensional subspace of R^d explains about k / d of any variance: the floor.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from smoltolk.errors import InputError
+
+
+def principal_directions(x: np.ndarray, k: int) -> np.ndarray:
+    """(d, k) orthonormal top-k principal directions of the rows of ``x`` (centred here)."""
+    x = np.asarray(x, dtype=np.float64)
+    if k > min(x.shape):
+        raise InputError(f"subspace overlap: top-{k} directions need at least {k} samples and dimensions, "
+                         f"got {x.shape}")
+    _, _, vt = np.linalg.svd(x - x.mean(0), full_matrices=False)
+    return vt[:k].T
+
+
+def explained_fraction(x: np.ndarray, directions: np.ndarray) -> float:
+    """Fraction of the (centred) variance of ``x`` that lies in the span of ``directions`` (d, k)."""
+    x = np.asarray(x, dtype=np.float64)
+    x = x - x.mean(0)
+    total = float(np.sum(x * x))
+    return float(np.sum((x @ directions) ** 2) / total) if total > 0 else float("nan")
+
+
+def subspace_overlap(text: np.ndarray, speech: np.ndarray, k: int = 50) -> dict[str, float]:
+    """Overlap of paired text and speech representations (N, d) at one layer, both directions."""
+    if text.shape[1] != speech.shape[1]:
+        raise InputError(f"subspace overlap: text is {text.shape[1]}-dimensional, speech {speech.shape[1]}")
+    return {"speech_on_text": explained_fraction(speech, principal_directions(text, k)),
+            "text_on_speech": explained_fraction(text, principal_directions(speech, k)),
+            "random_floor": k / text.shape[1]}

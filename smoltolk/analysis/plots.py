@@ -1,0 +1,99 @@
+"""Figures (matplotlib, PNG): layer weights along an utterance, their distribution, phi, per-layer curves."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    _pyplot().close(fig)
+    return path
+
+
+def plot_utterance_weights(weights: np.ndarray, boundaries: Sequence[int], path: str | Path, title: str = "",
+                           peaks: Sequence[int] = ()) -> Path:
+    """w across layers (heatmap) and the last layer's w (line) along one utterance (paper Fig. 5).
+
+    weights: (N + 1, L) over ``[BOS, units...]``; boundaries: word boundaries in the same indexing
+    (a boundary b sits before unit b, at sequence position b); peaks: predicted boundaries.
+    """
+    plt = _pyplot()
+    steps, layers = weights.shape
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(6.0, steps * 0.08), 5.5), sharex=True,
+                                      gridspec_kw={"height_ratios": [2, 1]})
+    image = top.imshow(weights.T, aspect="auto", origin="lower", cmap="viridis", interpolation="nearest",
+                       extent=(-0.5, steps - 0.5, 0.5, layers + 0.5))
+    fig.colorbar(image, ax=top, label="w")
+    top.set_ylabel("layer")
+    top.set_yticks(range(1, layers + 1) if layers <= 16 else range(1, layers + 1, max(1, layers // 8)))
+    top.set_title(title or "dynamic layer weights")
+    bottom.plot(np.arange(steps), weights[:, -1], color="black", lw=1, label="last layer w")
+    for ax in (top, bottom):
+        for b in boundaries:
+            ax.axvline(b, color="red", lw=0.8, alpha=0.8)
+    if len(peaks):
+        bottom.plot(peaks, weights[np.asarray(peaks), -1], "v", color="tab:blue", label="peaks")
+    bottom.set_xlabel("position (0 = BOS; red: word boundaries)")
+    bottom.set_ylabel("w (last layer)")
+    bottom.legend(loc="upper right", fontsize=8)
+    return _save(fig, path)
+
+
+def plot_weight_distribution(weights: Sequence[np.ndarray], path: str | Path, title: str = "") -> Path:
+    """Distribution of w per layer over all positions of all utterances (box plots)."""
+    plt = _pyplot()
+    stacked = np.concatenate([w for w in weights], axis=0)  # (positions, L)
+    layers = stacked.shape[1]
+    fig, ax = plt.subplots(figsize=(max(6.0, layers * 0.3), 3.5))
+    ax.boxplot([stacked[:, layer] for layer in range(layers)], showfliers=False)
+    ax.set_xticks(range(1, layers + 1), [str(k) for k in range(1, layers + 1)], fontsize=7)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("w")
+    ax.set_title(title or "distribution of dynamic weights w per layer")
+    return _save(fig, path)
+
+
+def plot_phi(phi: np.ndarray, path: str | Path, title: str = "") -> Path:
+    """softmax(phi), the input-independent layer weights, as bars."""
+    plt = _pyplot()
+    layers = len(phi)
+    fig, ax = plt.subplots(figsize=(max(6.0, layers * 0.3), 3.0))
+    ax.bar(np.arange(1, layers + 1), phi, color="tab:green")
+    ax.set_xlabel("layer")
+    ax.set_ylabel("softmax(phi)")
+    ax.set_title(title or "fixed layer weights phi")
+    return _save(fig, path)
+
+
+def plot_per_layer(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path, ylabel: str, title: str = "",
+                   floor: float | None = None) -> Path:
+    """Mean +- std per layer of several curves (layer 0 = the backbone's input)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for label, (mean, std) in curves.items():
+        x = np.arange(len(mean))
+        ax.plot(x, mean, marker="o", ms=3, label=label)
+        ax.fill_between(x, np.asarray(mean) - std, np.asarray(mean) + std, alpha=0.2)
+    if floor is not None:
+        ax.axhline(floor, color="gray", ls="--", lw=1, label="random subspace (k/d)")
+    ax.set_xlabel("layer (0 = backbone input)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
