@@ -13,7 +13,9 @@ One JSON object goes to stdout. Three item profiles, shaped like the benchmarks:
   text context, SWT, a 30-60 unit speech ending; the ending scored), half each.
 
 Per profile every setting scores the same items; its time is the median of ``--repeats`` runs
-after a warm-up. ``speedup`` = batched (padded) items/s over one-at-a-time items/s; the target
+after a warm-up, in rounds that run every setting once in a rotating order (so a noisy machine's
+slow phases hit all alike). One torch thread by default: two threads on a shared 2-core CPU give
+erratic numbers. ``speedup`` = batched (padded) items/s over one-at-a-time items/s; the target
 is >= 5. Batched and one-at-a-time scores agree to ``max_abs_diff``. Short items gain most: one
 item at a time pays a fixed per-call cost per item; long items are compute-bound either way on
 a CPU, so their speedup is bounded by how much more efficient large matrix products are.
@@ -54,31 +56,33 @@ def make_items(profile: str, n: int, num_units: int, text_vocab: int, seed: int 
     return items
 
 
-def timed(scorer: LikelihoodScorer, items, repeats: int) -> tuple[float, list]:
-    scorer.score(items[:16])  # warm-up
-    times, scores = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        scores = scorer.score(items)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), scores
+SETTINGS = {"one_at_a_time": {"batch_tokens": 1}, "batched_padded": {"layout": "padded"},
+            "batched_packed": {"layout": "packed", "pack_length": 512}}
 
 
 def bench_profile(model: TextSpeechLM, profile: str, n: int, repeats: int, batch_tokens: int) -> dict:
+    """Rounds in which every setting scores all items once (order rotating), so drift hits all alike."""
     items = make_items(profile, n, model.config.speech.num_units, model.config.backbone.vocab_size)
     tokens = sum(len(LikelihoodScorer(model).build(it).ids) for it in items)
+    scorers = {name: LikelihoodScorer(model, **{"batch_tokens": batch_tokens, **kw}) for name, kw in SETTINGS.items()}
+    times: dict[str, list[float]] = {name: [] for name in SETTINGS}
+    scores = {}
+    for scorer in scorers.values():
+        scorer.score(items[:16])  # warm-up
+    print(f"{profile}: {repeats} rounds ...", file=sys.stderr)
+    for r in range(repeats):
+        names = list(SETTINGS)
+        for name in names[r % 3:] + names[:r % 3]:
+            start = time.perf_counter()
+            scores[name] = scorers[name].score(items)
+            times[name].append(time.perf_counter() - start)
     results: dict = {"items": len(items), "tokens": tokens}
-    reference = None
-    for name, kw in (("one_at_a_time", {"batch_tokens": 1}),
-                     ("batched_padded", {"batch_tokens": batch_tokens, "layout": "padded"}),
-                     ("batched_packed", {"batch_tokens": batch_tokens, "layout": "packed", "pack_length": 512})):
-        print(f"{profile}: timing {name} ...", file=sys.stderr)
-        seconds, scores = timed(LikelihoodScorer(model, **kw), items, repeats)
+    for name in SETTINGS:
+        seconds = statistics.median(times[name])
         results[name] = {"items_per_s": round(len(items) / seconds, 1), "tokens_per_s": round(tokens / seconds)}
-        if reference is None:
-            reference = scores
-        else:
-            results[name]["max_abs_diff"] = max(abs(a.logprob - b.logprob) for a, b in zip(reference, scores))
+        if name != "one_at_a_time":
+            results[name]["max_abs_diff"] = max(abs(a.logprob - b.logprob)
+                                                for a, b in zip(scores["one_at_a_time"], scores[name]))
     base = results["one_at_a_time"]["items_per_s"]
     results["speedup"] = round(results["batched_padded"]["items_per_s"] / base, 2)
     results["speedup_packed"] = round(results["batched_packed"]["items_per_s"] / base, 2)
@@ -87,9 +91,10 @@ def bench_profile(model: TextSpeechLM, profile: str, n: int, repeats: int, batch
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch-tokens", type=int, default=2048)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: stable numbers on a shared CPU; 0 = torch's choice)")
     parser.add_argument("--quick", action="store_true", help="a quarter of the items, one repeat")
     args = parser.parse_args(argv)
     if args.quick:
