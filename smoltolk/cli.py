@@ -63,7 +63,8 @@ def _cmd_wrap(args: argparse.Namespace) -> None:
         base.update(BASELINE)
     speech = from_dict(SpeechConfig, apply_overrides({"speech": base}, args.overrides)["speech"], "speech")
     model = TextSpeechLM.from_backbone(load_hf_backbone(args.backbone), speech)
-    model.save_pretrained(args.out)
+    tokenizer = Path(args.backbone) / "tokenizer.json"
+    model.save_pretrained(args.out, tokenizer_file=tokenizer if tokenizer.is_file() else None)
     print(f"wrote an untrained text-speech LM to {args.out}")
 
 

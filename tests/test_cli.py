@@ -25,7 +25,9 @@ def test_presets_json(capsys):
 
 def test_wrap_then_inspect(tmp_path, hf_llama_dir, capsys):
     path, _ = hf_llama_dir()
+    (path / "tokenizer.json").write_text('{"stand-in": true}')
     assert main(["wrap", str(path), str(tmp_path / "st"), "speech.pooling=fixed", "speech.num_units=100"]) == 0
+    assert (tmp_path / "st" / "tokenizer.json").read_text() == '{"stand-in": true}'
     model = TextSpeechLM.from_pretrained(tmp_path / "st")
     assert model.config.speech.pooling == "fixed" and model.speech_vocab_size == 102
     capsys.readouterr()
