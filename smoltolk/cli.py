@@ -216,8 +216,9 @@ def _cmd_analyze(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="smoltolk", description=__doc__.split(":")[0] + ": text-speech LMs "
-                                     "with late fusion and multi-level fission (SmolTolk).")
+    parser = argparse.ArgumentParser(prog="smoltolk", description="Text-speech language models with late fusion "
+                                     "and multi-level fission (SmolTolk): data, training, evaluation, analysis, "
+                                     "generation.")
     sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
 
     p = sub.add_parser("tiny-run", help="a one-minute tiny-model run on this CPU that shows the model working")
