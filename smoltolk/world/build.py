@@ -1,0 +1,216 @@
+"""Write the mini-world: corpora, tokenizer, benchmarks in their public layouts, and ``world.json``.
+
+Layout under ``out_dir``::
+
+    text.jsonl                 TextRecords: stories on every topic (the text corpus)
+    speech.jsonl               SpeechRecords (units, durations, words): stories on heard topics only
+    tokenizer.json             a byte-level BPE trained on text.jsonl
+    bench/{held_out,heard}/
+        sblimp/                gold.csv + units.jsonl (+ placeholder .wav files); BLIMP T reads gold.csv
+        sstorycloze/           {i}_{storyid}_correct|incorrect.wav + units.jsonl: hard negative endings
+        tstorycloze/           the same with random endings from other stories
+        sstorycloze_xmodal/    {base}_mutual|_correct|_incorrect .txt and .wav + units.jsonl
+        tstorycloze_xmodal/
+    world.json                 the split, its held-out words, counts, and the eval task settings
+
+The ``.wav`` files are placeholders (valid, no samples): the benchmark readers find items by them,
+and the units come from the ``units.jsonl`` beside them (``tasks.<name>.units=<folder>``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import wave
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from smoltolk.data.manifest import SpeechRecord, TextRecord, write_manifest
+from smoltolk.errors import InputError
+from smoltolk.world.speech import PseudoSpeech
+from smoltolk.world.world import (
+    PLACES,
+    Split,
+    Story,
+    hard_negative,
+    make_story,
+    minimal_pairs,
+    split_violations,
+    vocabulary,
+    words,
+)
+
+SPLITS = ("held_out", "heard")
+
+
+def _placeholder_wav(path: Path) -> None:
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(16000)
+        f.writeframes(b"")
+
+
+def _write_units(folder: Path, records: list[SpeechRecord]) -> None:
+    """``units.jsonl`` keyed by wav stem, plus a placeholder ``{stem}.wav`` each."""
+    write_manifest(folder / "units.jsonl", [SpeechRecord(r.id, units=r.units, durations=r.durations) for r in records])
+    for r in records:
+        _placeholder_wav(folder / f"{r.id}.wav")
+
+
+def stories(rng: np.random.Generator, places: list[str], n: int, prefix: str) -> list[Story]:
+    return [make_story(rng, places[int(rng.integers(len(places)))], f"{prefix}{i:05d}") for i in range(n)]
+
+
+def write_sblimp(folder: Path, rng: np.random.Generator, places: list[str], n: int, speech: PseudoSpeech,
+                 voices: int = 2) -> int:
+    folder.mkdir(parents=True, exist_ok=True)
+    per_place = -(-n // len(places))
+    pairs = [p for place in places for p in minimal_pairs(rng, place, per_place, f"{place}_")][:n]
+    rows, recs = [], []
+    for pair in pairs:
+        for v in range(voices):
+            for correct, sentence in ((1, pair.good), (0, pair.bad)):
+                stem = f"{pair.id}_v{v}_{correct}"
+                rows.append({"filename": stem, "type": pair.type, "subtype": pair.subtype, "transcription": sentence,
+                             "correct": correct, "id": pair.id, "voice": f"v{v}"})
+                recs.append(speech.render(stem, words(sentence), speaker=v))
+    with open(folder / "gold.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    _write_units(folder, recs)
+    return len(pairs)
+
+
+def _endings(rng: np.random.Generator, items: list[Story], places: list[str], kind: str) -> list[str]:
+    """The incorrect ending sentence of every story: a hard negative, or another story's ending."""
+    out = []
+    for i, st in enumerate(items):
+        if kind == "hard":
+            out.append(st.ending_sentence(hard_negative(rng, st, places)[0]))
+        else:
+            others = [o for o in items if o.topic != st.topic] or [o for j, o in enumerate(items) if j != i]
+            out.append(others[int(rng.integers(len(others)))].ending_sentence())
+    return out
+
+
+def write_storycloze(folder: Path, items: list[Story], wrong: list[str], speech: PseudoSpeech) -> None:
+    """Speech-only StoryCloze: whole stories, ``{2k}_{id}_correct`` and ``{2k+1}_{id}_incorrect``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    recs = []
+    for k, (st, bad) in enumerate(zip(items, wrong, strict=True)):
+        for i, side, ending in ((2 * k, "correct", st.ending_sentence()), (2 * k + 1, "incorrect", bad)):
+            recs.append(speech.render(f"{i}_{st.id}_{side}", words(st.context_text() + " " + ending),
+                                      speaker=k % speech.speakers))
+    _write_units(folder, recs)
+
+
+def write_xmodal(folder: Path, items: list[Story], wrong: list[str], speech: PseudoSpeech) -> None:
+    """Cross-modal StoryCloze triples ``{base}_mutual|_correct|_incorrect`` as ``.txt`` and units."""
+    folder.mkdir(parents=True, exist_ok=True)
+    recs = []
+    for k, (st, bad) in enumerate(zip(items, wrong, strict=True)):
+        base = f"{k:05d}_{st.id}"
+        for part, text in (("mutual", st.context_text()), ("correct", st.ending_sentence() + "."),
+                           ("incorrect", bad + ".")):
+            (folder / f"{base}_{part}.txt").write_text(text + "\n", encoding="utf-8")
+            recs.append(speech.render(f"{base}_{part}", words(text), speaker=k % speech.speakers))
+    _write_units(folder, recs)
+
+
+def write_benchmarks(root: Path, rng: np.random.Generator, places: list[str], n_stories: int, n_pairs: int,
+                     speech: PseudoSpeech, prefix: str) -> tuple[list[Story], dict[str, int]]:
+    """Every benchmark on ``places`` under ``root``; returns the stories used (to keep out of training)."""
+    items = stories(rng, places, n_stories, prefix)
+    counts = {"sblimp_pairs": write_sblimp(root / "sblimp", rng, places, n_pairs, speech), "stories": len(items)}
+    for kind, name in (("hard", "sstorycloze"), ("random", "tstorycloze")):
+        wrong = _endings(rng, items, places, kind)
+        write_storycloze(root / name, items, wrong, speech)
+        write_xmodal(root / f"{name}_xmodal", items, wrong, speech)
+    return items, counts
+
+
+def train_tokenizer(texts: list[str], path: Path, vocab_size: int = 512) -> Path:
+    """A byte-level BPE (as ``smoltolk.data.synthetic``) with ``<|endoftext|>`` = id 0."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=["<|endoftext|>", "<unk>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    tok.save(str(path))
+    return path
+
+
+def _corpus(rng: np.random.Generator, places: list[str], n: int, prefix: str, exclude: set[str]) -> list[Story]:
+    out: list[Story] = []
+    while len(out) < n:
+        st = make_story(rng, places[int(rng.integers(len(places)))], f"{prefix}{len(out):06d}")
+        if st.context_text() not in exclude:
+            out.append(st)
+    return out
+
+
+def build_world(out_dir: str | Path, seed: int = 0, n_text: int = 4000, n_speech: int = 2000,
+                n_bench_stories: int = 200, n_bench_pairs: int = 200, speakers: int = 4,
+                tokenizer_vocab: int = 512) -> dict[str, Any]:
+    """Write the mini-world under ``out_dir`` (see the module docstring); returns the ``world.json`` data.
+
+    The text corpus covers every topic; speech covers heard topics only (no held-out word ever
+    occurs in it, checked before anything is written). Benchmark stories never occur in training.
+    """
+    if min(n_text, n_speech, n_bench_stories, n_bench_pairs) < 1:
+        raise InputError("build_world: every size must be at least 1")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    split = Split.make(seed)
+    speech = PseudoSpeech(seed=seed, speakers=speakers)
+    bench_rng = np.random.default_rng([seed, 1])
+    used: set[str] = set()
+    counts: dict[str, Any] = {}
+    for name, places in zip(SPLITS, (split.held_out, split.heard), strict=True):
+        items, counts[name] = write_benchmarks(out / "bench" / name, bench_rng, places, n_bench_stories,
+                                               n_bench_pairs, speech, prefix=f"{name[0]}")
+        used |= {st.context_text() for st in items}
+
+    corpus_rng = np.random.default_rng([seed, 2])
+    text = _corpus(corpus_rng, [p.name for p in PLACES], n_text, "t", used)
+    spoken = _corpus(corpus_rng, split.heard, n_speech, "s", used)
+    text_records = [TextRecord(f"text-{i:06d}", st.text()) for i, st in enumerate(text)]
+    speech_records = [speech.render(f"speech-{i:06d}", words(st.text()), speaker=i % speakers)
+                      for i, st in enumerate(spoken)]
+    bad = split_violations(split, [(r.id, r.text or "") for r in speech_records])
+    if bad:  # cannot happen by construction; a guard against edits to the world
+        raise AssertionError(f"held-out words in speech: {bad[:3]}")
+    write_manifest(out / "text.jsonl", text_records)
+    write_manifest(out / "speech.jsonl", speech_records)
+    train_tokenizer([r.text for r in text_records], out / "tokenizer.json", tokenizer_vocab)
+
+    n_units = sum(len(r.units) for r in speech_records)
+    n_words = sum(len(r.words) for r in speech_records)
+    info = {
+        "seed": seed,
+        "split": {"heard": split.heard, "held_out": split.held_out, "held_out_words": split.held_out_words},
+        "counts": {"text_stories": len(text_records), "speech_stories": len(speech_records),
+                   "speech_units": n_units, "speech_words": n_words, "units_per_word": n_units / n_words,
+                   "vocabulary": len(vocabulary()), "benchmarks": counts},
+        "speakers": speakers,
+        "files": {"text": "text.jsonl", "speech": "speech.jsonl", "tokenizer": "tokenizer.json"},
+        "eval_tasks": {name: eval_task_overrides(out / "bench" / name) for name in SPLITS},
+    }
+    (out / "world.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return info
+
+
+def eval_task_overrides(root: str | Path) -> list[str]:
+    """``smoltolk eval`` ``key=value`` overrides that point every task at a benchmark folder and its units."""
+    root = Path(root)
+    out = [f"tasks.blimp_text.path={root / 'sblimp' / 'gold.csv'}"]
+    for name in ("sblimp", "sstorycloze", "tstorycloze", "sstorycloze_xmodal", "tstorycloze_xmodal"):
+        out += [f"tasks.{name}.path={root / name}", f"tasks.{name}.units={root / name}"]
+    return out

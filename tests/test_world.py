@@ -1,0 +1,184 @@
+"""The mini-world: determinism, the knowledge split, pseudo-speech invariants, minimal pairs, the
+world's rules, and benchmark files read back by the eval task readers."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from smoltolk.data.manifest import read_speech_manifest, read_text_manifest
+from smoltolk.data.units import word_ends_to_collapsed
+from smoltolk.eval.tasks import SETTINGS, BlimpText, CrossModalStoryCloze, SBlimp, StoryCloze
+from smoltolk.eval.units import load_unit_source
+from smoltolk.world.build import SPLITS, build_world
+from smoltolk.world.speech import (
+    NOISE_UNITS,
+    NUM_UNITS,
+    PHONEMES,
+    UNITS_PER_PHONE,
+    PseudoSpeech,
+    letter_to_sound,
+    phonemes,
+)
+from smoltolk.world.world import (
+    ANIMALS,
+    GIVE_VERBS,
+    INTRANSITIVE_VERBS,
+    PLACE_BY_NAME,
+    PLACES,
+    VERBS,
+    Split,
+    coherent,
+    hard_negative,
+    make_story,
+    minimal_pairs,
+    split_violations,
+    words,
+)
+
+SIZES = {"n_text": 300, "n_speech": 150, "n_bench_stories": 12, "n_bench_pairs": 10}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("world")
+    build_world(out, seed=3, **SIZES)
+    return out
+
+
+def test_generator_is_deterministic_by_seed(world, tmp_path):
+    again = build_world(tmp_path / "same", seed=3, **SIZES)
+    for rel in ["text.jsonl", "speech.jsonl", "bench/held_out/sblimp/gold.csv", "bench/heard/sstorycloze/units.jsonl"]:
+        assert (world / rel).read_bytes() == (tmp_path / "same" / rel).read_bytes(), rel
+    assert json.loads((world / "world.json").read_text())["split"] == again["split"]
+    build_world(tmp_path / "other", seed=4, **SIZES)
+    assert (world / "text.jsonl").read_bytes() != (tmp_path / "other" / "text.jsonl").read_bytes()
+
+
+def test_split_holds_and_text_covers_the_whole_world(world):
+    info = json.loads((world / "world.json").read_text())
+    split = Split(info["split"]["heard"], info["split"]["held_out"], info["split"]["held_out_words"])
+    assert sorted(split.heard + split.held_out) == sorted(p.name for p in PLACES)
+    assert not set(split.heard) & set(split.held_out)
+    speech = read_speech_manifest(world / "speech.jsonl")
+    assert split_violations(split, [(r.id, r.text) for r in speech]) == []
+    assert {r.text.split()[4] for r in speech} <= set(split.heard)  # "<name> went to the <place>"
+    text_words = {w for r in read_text_manifest(world / "text.jsonl") for w in words(r.text)}
+    for topic in split.held_out:
+        assert topic in text_words
+    # the check itself catches a held-out word
+    held = split.held_out_words[split.held_out[0]][0]
+    assert split_violations(split, [("x", f"tom saw the {held}")]) == [f"x: {held} ({split.held_out[0]})"]
+
+
+def test_benchmark_stories_stay_out_of_training(world):
+    training = {r.text for r in read_text_manifest(world / "text.jsonl")}
+    for split in SPLITS:
+        for f in (world / "bench" / split / "sstorycloze_xmodal").glob("*_mutual.txt"):
+            context = f.read_text().strip()
+            assert not any(t.startswith(context) for t in training)
+
+
+def test_pseudo_speech_invariants(world):
+    recs = read_speech_manifest(world / "speech.jsonl")
+    n_units = n_words = 0
+    for r in recs:
+        units = np.asarray(r.units)
+        assert np.all(units[1:] != units[:-1])  # collapsed
+        assert units.min() >= 0 and units.max() < NUM_UNITS and min(r.durations) >= 1
+        assert r.text == " ".join(w.word for w in r.words)
+        ends = word_ends_to_collapsed(np.array([w.end for w in r.words]), np.asarray(r.durations), r.frame_rate)
+        starts = np.r_[0, ends[:-1]]
+        assert ends[-1] == len(units) and np.all(ends > starts)  # every word owns >= 1 whole unit
+        assert r.words[0].start == 0 and all(a.end == b.start for a, b in zip(r.words, r.words[1:]))
+        for w, s, e in zip(r.words, starts, ends):  # each word's units realise that word's phonemes
+            phones = set(phonemes(w.word))
+            assert all(u in NOISE_UNITS or PHONEMES[u // UNITS_PER_PHONE] in phones for u in units[s:e]), w.word
+        n_units += len(units)
+        n_words += len(r.words)
+    assert 4.0 <= n_units / n_words <= 6.0
+
+
+def test_pseudo_speech_varies_by_speaker_and_falls_back_to_rules():
+    ps = PseudoSpeech(seed=0, jitter=0.0, noise=0.0)
+    sentence = words("then she stirred the soup with the spoon")
+    a, b = ps.render("a", sentence, speaker=0), ps.render("b", sentence, speaker=1)
+    assert a.units != b.units
+    assert ps.render("c", sentence, speaker=0).units == a.units  # no jitter: speaker and context decide
+    assert phonemes("zorblat") == letter_to_sound("zorblat") and len(phonemes("zorblat")) >= 5
+    assert phonemes("kitchen") == ["K", "IH", "CH", "AH", "N"]  # from the CMU dictionary
+
+
+def test_minimal_pairs_differ_in_exactly_the_intended_word():
+    rng = np.random.default_rng(0)
+    kinds = set()
+    for place in PLACE_BY_NAME:
+        for pair in minimal_pairs(rng, place, 10, "p"):
+            good, bad = pair.good.split(), pair.bad.split()
+            diff = [(g, b) for g, b in zip(good, bad) if g != b]
+            assert len(good) == len(bad) and len(diff) == 1, pair
+            g, b = diff[0]
+            p = PLACE_BY_NAME[place]
+            if pair.type == "agreement":
+                assert {g, b} in [{v, s} for v, s in VERBS.items()]
+                plural = good[1] in ANIMALS.values()
+                assert (g in VERBS) == plural and pair.subtype == ("plural_subject" if plural else "singular_subject")
+            elif pair.type == "determiner_noun":
+                k = p.objects.index(g) if g in p.objects else p.plurals.index(g)
+                assert {g, b} == {p.objects[k], p.plurals[k]}
+                assert (g in p.objects) == (pair.subtype == "a_singular")
+            else:
+                assert pair.type == "argument_structure" and g in GIVE_VERBS and b in INTRANSITIVE_VERBS
+            kinds.add((pair.type, pair.subtype))
+    assert len(kinds) == 5
+
+
+def test_endings_are_judged_by_the_worlds_rules():
+    rng = np.random.default_rng(1)
+    places = [p.name for p in PLACES]
+    kinds = set()
+    for i in range(200):
+        st = make_story(rng, places[i % len(places)], f"s{i}")
+        assert coherent(st.state, st.ending)
+        assert f"went to the {st.state.place}" in st.context[0] and st.state.held in st.context[1]
+        bad, kind = hard_negative(rng, st, places)
+        assert not coherent(st.state, bad)
+        kinds.add(kind)
+        assert (bad.place != st.state.place) == (kind == "wrong_place")
+    assert kinds == {"wrong_place", "wrong_object"}
+
+
+def test_benchmarks_round_trip_through_the_eval_readers(world):
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(world / "tokenizer.json"))
+    n_stories, n_pairs = SIZES["n_bench_stories"], SIZES["n_bench_pairs"]
+    for split in SPLITS:
+        root = world / "bench" / split
+        sblimp = SBlimp(root / "sblimp")
+        units = load_unit_source(root / "sblimp", sblimp.audio())
+        assert len(sblimp.pairs) == 2 * n_pairs and len(sblimp.items(units, None)) == 4 * n_pairs
+        with open(root / "sblimp" / "gold.csv") as f:
+            row = next(csv.DictReader(f))
+        rendered = PseudoSpeech(seed=3).render(row["filename"], row["transcription"].split(), int(row["voice"][1:]))
+        assert units[row["filename"]].tolist() == rendered.units
+        assert len(BlimpText(root / "sblimp" / "gold.csv").items(None, tok)) == 2 * n_pairs
+        for name in ("sstorycloze", "tstorycloze"):
+            task = StoryCloze(root / name, name)
+            assert len(task.items(load_unit_source(root / name, task.audio()), None)) == 2 * n_stories
+            xm = CrossModalStoryCloze(root / f"{name}_xmodal", f"{name}_xmodal", SETTINGS)
+            items = xm.items(load_unit_source(root / f"{name}_xmodal", xm.audio()), tok)
+            assert len(xm.stories) == n_stories and len(items) == 4 * 2 * n_stories
+        # sSC negatives break the rules; tSC negatives are another story's (coherent) ending
+        for f in sorted((root / "sstorycloze_xmodal").glob("*_incorrect.txt")):
+            correct = f.with_name(f.name.replace("_incorrect", "_correct")).read_text()
+            assert f.read_text() != correct
+    info = json.loads((world / "world.json").read_text())
+    assert info["counts"]["benchmarks"]["held_out"] == {"sblimp_pairs": n_pairs, "stories": n_stories}
+    held_out = set(info["split"]["held_out"])
+    for f in (world / "bench" / "held_out" / "sstorycloze_xmodal").glob("*_mutual.txt"):
+        assert words(f.read_text())[4] in held_out
