@@ -12,7 +12,7 @@ import pytest
 
 from smoltolk.data.manifest import read_speech_manifest, read_text_manifest
 from smoltolk.data.units import word_ends_to_collapsed
-from smoltolk.eval.tasks import SETTINGS, BlimpText, CrossModalStoryCloze, SBlimp, StoryCloze
+from smoltolk.eval.tasks import SETTINGS, BlimpText, CrossModalStoryCloze, SBlimp, SpeechNLL, StoryCloze
 from smoltolk.eval.units import load_unit_source
 from smoltolk.world.build import SPLITS, build_world
 from smoltolk.world.speech import (
@@ -34,6 +34,7 @@ from smoltolk.world.world import (
     Split,
     coherent,
     hard_negative,
+    judge,
     make_story,
     minimal_pairs,
     split_violations,
@@ -147,9 +148,17 @@ def test_endings_are_judged_by_the_worlds_rules():
         assert f"went to the {st.state.place}" in st.context[0] and st.state.held in st.context[1]
         bad, kind = hard_negative(rng, st, places)
         assert not coherent(st.state, bad)
+        assert judge(st.context_text(), st.ending_sentence()) and not judge(st.context_text(), st.ending_sentence(bad))
         kinds.add(kind)
         assert (bad.place != st.state.place) == (kind == "wrong_place")
     assert kinds == {"wrong_place", "wrong_object"}
+    context = "anna went to the kitchen. she picked up the pan. it was a warm day. she felt calm."
+    assert judge(context, "then she fried an egg with the pan")
+    assert not judge(context, "then he fried an egg with the pan")  # the wrong pronoun
+    assert not judge(context, "then she cut the bread with the knife")  # not in hand
+    assert not judge(context, "then she dug a hole with the shovel")  # another place
+    with pytest.raises(ValueError):
+        judge(context, "then she sang a song")
 
 
 def test_benchmarks_round_trip_through_the_eval_readers(world):
@@ -173,10 +182,14 @@ def test_benchmarks_round_trip_through_the_eval_readers(world):
             xm = CrossModalStoryCloze(root / f"{name}_xmodal", f"{name}_xmodal", SETTINGS)
             items = xm.items(load_unit_source(root / f"{name}_xmodal", xm.audio()), tok)
             assert len(xm.stories) == n_stories and len(items) == 4 * 2 * n_stories
-        # sSC negatives break the rules; tSC negatives are another story's (coherent) ending
-        for f in sorted((root / "sstorycloze_xmodal").glob("*_incorrect.txt")):
-            correct = f.with_name(f.name.replace("_incorrect", "_correct")).read_text()
-            assert f.read_text() != correct
+        # the written items, judged by the world's rules: every correct ending holds, no incorrect one does
+        for name in ("sstorycloze_xmodal", "tstorycloze_xmodal"):
+            for f in sorted((root / name).glob("*_mutual.txt")):
+                context = f.read_text()
+                assert judge(context, Path(str(f).replace("_mutual", "_correct")).read_text())
+                assert not judge(context, Path(str(f).replace("_mutual", "_incorrect")).read_text())
+        dev = SpeechNLL(root / "speech_dev.jsonl")
+        assert dev.own_units and len(dev.items(dev.manifest_units(), None)) == n_stories
     info = json.loads((world / "world.json").read_text())
     assert info["counts"]["benchmarks"]["held_out"] == {"sblimp_pairs": n_pairs, "stories": n_stories}
     held_out = set(info["split"]["held_out"])

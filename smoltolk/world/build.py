@@ -11,6 +11,7 @@ Layout under ``out_dir``::
         tstorycloze/           the same with random endings from other stories
         sstorycloze_xmodal/    {base}_mutual|_correct|_incorrect .txt and .wav + units.jsonl
         tstorycloze_xmodal/
+        speech_dev.jsonl       the benchmark stories (correct endings) as SpeechRecords, for speech NLL
     world.json                 the split, its held-out words, counts, and the eval task settings
 
 The ``.wav`` files are placeholders (valid, no samples): the benchmark readers find items by them,
@@ -130,6 +131,8 @@ def write_benchmarks(root: Path, rng: np.random.Generator, places: list[str], n_
         wrong = _endings(rng, items, places, kind)
         write_storycloze(root / name, items, wrong, speech)
         write_xmodal(root / f"{name}_xmodal", items, wrong, speech)
+    dev = [speech.render(f"dev-{st.id}", words(st.text()), speaker=k % speech.speakers) for k, st in enumerate(items)]
+    write_manifest(root / "speech_dev.jsonl", dev)
     return items, counts
 
 
@@ -201,6 +204,10 @@ def build_world(out_dir: str | Path, seed: int = 0, n_text: int = 4000, n_speech
                    "vocabulary": len(vocabulary()), "benchmarks": counts},
         "speakers": speakers,
         "files": {"text": "text.jsonl", "speech": "speech.jsonl", "tokenizer": "tokenizer.json"},
+        "notes": ["text.jsonl covers every topic; speech.jsonl only heard topics, and interleaved samples are "
+                  "built from speech.jsonl, so no held-out word ever occurs in speech or interleaved data",
+                  "bench/*/ .wav files are placeholders without samples: evaluate with the units.jsonl beside them "
+                  "(eval_tasks)"],
         "eval_tasks": {name: eval_task_overrides(out / "bench" / name) for name in SPLITS},
     }
     (out / "world.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
@@ -210,7 +217,8 @@ def build_world(out_dir: str | Path, seed: int = 0, n_text: int = 4000, n_speech
 def eval_task_overrides(root: str | Path) -> list[str]:
     """``smoltolk eval`` ``key=value`` overrides that point every task at a benchmark folder and its units."""
     root = Path(root)
-    out = [f"tasks.blimp_text.path={root / 'sblimp' / 'gold.csv'}"]
+    out = [f"tasks.blimp_text.path={root / 'sblimp' / 'gold.csv'}",
+           f"tasks.speech_nll.path={root / 'speech_dev.jsonl'}"]
     for name in ("sblimp", "sstorycloze", "tstorycloze", "sstorycloze_xmodal", "tstorycloze_xmodal"):
         out += [f"tasks.{name}.path={root / name}", f"tasks.{name}.units={root / name}"]
     return out

@@ -163,6 +163,36 @@ def coherent(state: State, action: Action) -> bool:
     return action.place == state.place and action.obj == state.held
 
 
+def read_state(context: str) -> State:
+    """The latent state a written context leaves: who went where (sentence 1) and took what (sentence 2)."""
+    sentences = [s.strip() for s in context.strip().rstrip(".").split(". ")]
+    first, took = words(sentences[0]), words(sentences[1]) if len(sentences) > 1 else []
+    if len(first) != 5 or first[1:4] != ["went", "to", "the"] or first[0] not in NAMES or first[4] not in PLACE_BY_NAME:
+        raise ValueError(f"not a mini-world context (expected '<name> went to the <place>. ...'): {context!r}")
+    held = [w for w in took if w in PLACE_BY_NAME[first[4]].objects]
+    if len(held) != 1:
+        raise ValueError(f"not a mini-world context (sentence 2 should take one object of the {first[4]}): {context!r}")
+    return State(first[0], NAMES[first[0]], first[4], held[0])
+
+
+def read_action(ending: str) -> tuple[str, Action]:
+    """(pronoun, action) of an ending sentence ``then <he|she> <action phrase>``."""
+    ws = words(ending)
+    phrase = " ".join(ws[2:])
+    action = next((a for a in ACTIONS if a.phrase == phrase), None)
+    if len(ws) < 3 or ws[0] != "then" or ws[1] not in OBJECT_PRONOUN or action is None:
+        raise ValueError(f"not a mini-world ending (expected 'then <he|she> <action>'): {ending!r}")
+    return ws[1], action
+
+
+def judge(context: str, ending: str) -> bool:
+    """Whether a written ending is coherent with a written context under the world's rules
+    (the right pronoun, the action's place and its object in hand)."""
+    state = read_state(context)
+    pronoun, action = read_action(ending)
+    return pronoun == state.pronoun and coherent(state, action)
+
+
 def _pick(rng: np.random.Generator, seq):
     return seq[int(rng.integers(len(seq)))]
 
