@@ -76,6 +76,17 @@ def test_split_holds_and_text_covers_the_whole_world(world):
     assert split_violations(split, [("x", f"tom saw the {held}")]) == [f"x: {held} ({split.held_out[0]})"]
 
 
+def test_split_by_seed_or_by_name():
+    assert Split.make(0).held_out == Split.make(0).held_out and len(Split.make(0).held_out) == len(PLACES) // 2
+    assert {tuple(Split.make(s).held_out) for s in range(6)} != {tuple(Split.make(0).held_out)}
+    split = Split.make(0, held_out=["lake", "kitchen"])
+    assert split.held_out == ["kitchen", "lake"] and len(split.heard) == len(PLACES) - 2
+    assert "with" not in split.held_out_words["kitchen"] and "spoon" in split.held_out_words["kitchen"]
+    assert "the" not in split.held_out_words["kitchen"] and "went" not in split.held_out_words["lake"]
+    with pytest.raises(ValueError):
+        Split.make(0, held_out=["moon"])
+
+
 def test_benchmark_stories_stay_out_of_training(world):
     training = {r.text for r in read_text_manifest(world / "text.jsonl")}
     for split in SPLITS:

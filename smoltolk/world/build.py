@@ -161,17 +161,18 @@ def _corpus(rng: np.random.Generator, places: list[str], n: int, prefix: str, ex
 
 def build_world(out_dir: str | Path, seed: int = 0, n_text: int = 4000, n_speech: int = 2000,
                 n_bench_stories: int = 200, n_bench_pairs: int = 200, speakers: int = 4,
-                tokenizer_vocab: int = 512) -> dict[str, Any]:
+                tokenizer_vocab: int = 512, held_out: list[str] | None = None) -> dict[str, Any]:
     """Write the mini-world under ``out_dir`` (see the module docstring); returns the ``world.json`` data.
 
     The text corpus covers every topic; speech covers heard topics only (no held-out word ever
     occurs in it, checked before anything is written). Benchmark stories never occur in training.
+    ``held_out``: the held-out topics (places); default: half of them, drawn by ``seed``.
     """
     if min(n_text, n_speech, n_bench_stories, n_bench_pairs) < 1:
         raise InputError("build_world: every size must be at least 1")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    split = Split.make(seed)
+    split = Split.make(seed, held_out)
     speech = PseudoSpeech(seed=seed, speakers=speakers)
     bench_rng = np.random.default_rng([seed, 1])
     used: set[str] = set()

@@ -293,12 +293,18 @@ class Split:
     held_out_words: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
-    def make(cls, seed: int) -> Split:
-        order = np.random.default_rng([seed, 7]).permutation(len(PLACES))
-        names = [PLACES[int(i)].name for i in order]
-        half = len(names) // 2
-        held = sorted(names[half:])
-        return cls(sorted(names[:half]), held, {t: sorted(topic_words(t)) for t in held})
+    def make(cls, seed: int, held_out: list[str] | None = None) -> Split:
+        """Half the places held out, drawn by ``seed``, or the places named in ``held_out``."""
+        names = [p.name for p in PLACES]
+        if held_out is None:
+            order = np.random.default_rng([seed, 7]).permutation(len(PLACES))
+            held = sorted(names[int(i)] for i in order[len(names) // 2:])
+        else:
+            unknown = sorted(set(held_out) - set(names))
+            if unknown or not 0 < len(set(held_out)) < len(names):
+                raise ValueError(f"held_out: expected some but not all of {names}, got {list(held_out)}")
+            held = sorted(set(held_out))
+        return cls(sorted(set(names) - set(held)), held, {t: sorted(topic_words(t)) for t in held})
 
 
 def split_violations(split: Split, transcripts: list[tuple[str, str]]) -> list[str]:
