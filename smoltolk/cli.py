@@ -215,11 +215,23 @@ def _cmd_analyze(args: argparse.Namespace) -> None:
         print(line)
 
 
+def _cmd_demo(args: argparse.Namespace) -> None:
+    from smoltolk.demo import run_demo
+
+    run_demo(args.out, seed=args.seed, quick=args.quick)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smoltolk", description="Text-speech language models with late fusion "
                                      "and multi-level fission (SmolTolk): data, training, evaluation, analysis, "
                                      "generation.")
     sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
+
+    p = sub.add_parser("demo", help="the mini-world: pretrain, train baseline and SmolTolk, evaluate, analyse")
+    p.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="a small run (about a minute) that proves the pipeline")
+    p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("tiny-run", help="a one-minute tiny-model run on this CPU that shows the model working")
     p.add_argument("--out", default="runs/tiny-run", help="output directory (default: runs/tiny-run)")

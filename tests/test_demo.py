@@ -1,0 +1,30 @@
+"""The mini-world demo's --quick run: every artefact and a well-formed table."""
+
+from __future__ import annotations
+
+import json
+
+from smoltolk.cli import main
+from smoltolk.demo import TABLE_COLUMNS
+
+
+def test_quick_demo_produces_every_artefact(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    for path in ("world/world.json", "world/tokenizer.json", "data/text/index.json", "data/speech/index.json",
+                 "models/backbone/config.json", "models/backbone/tokenizer.json", "models/baseline/model.safetensors",
+                 "models/smoltolk/model.safetensors", "eval/held_out/results.md", "eval/heard/results.json",
+                 "report.md", "summary.json"):
+        assert (out / path).is_file(), path
+    assert list((out / "analysis").rglob("*.png"))
+    report = (out / "report.md").read_text()
+    rows = [line for line in report.splitlines() if line.startswith("| held_out") or line.startswith("| heard")]
+    assert len(rows) == 4
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert len(cells) == 2 + len(TABLE_COLUMNS) + 1
+        assert all(c == "-" or 0 <= float(c) <= 100 for c in cells[2:-1])
+        assert sum(c != "-" for c in cells[2:-1]) >= len(TABLE_COLUMNS) - 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["results"]) == {"held_out", "heard"}
+    assert "R-value" in report and "| split | model |" in capsys.readouterr().out
