@@ -186,3 +186,9 @@ def test_transcript_mismatches_are_reported():
         check_transcript(words, "hello there", "u1")
     with pytest.raises(InputError, match="the alignment has 2 words, the transcript 3"):
         check_transcript(words, "hello world again", "u1")
+
+
+def test_textgrid_old_short_header(tmp_path):
+    path = tmp_path / "old.TextGrid"
+    path.write_text(SHORT_TEXTGRID.replace('File type = "ooTextFile"', 'File type = "ooTextFile short"'))
+    assert [w.word for w in read_textgrid(path)] == ['say "hi"', "there"]

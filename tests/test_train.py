@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from smoltolk.errors import CheckpointError
 from smoltolk.train import checkpoint as ckpt
 from smoltolk.train import trainer
 from smoltolk.train.config import OptimConfig, ScheduleConfig
@@ -185,3 +186,50 @@ def test_two_processes_match_one_with_the_same_global_batch(synth, tmp_path, mod
     one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     assert len(one) == len(two) == 6
     assert two == pytest.approx(one, rel=1e-4, abs=1e-5)
+
+
+def test_a_run_killed_in_stage1_resumes_exactly_into_stage2(synth, tmp_path, monkeypatch):
+    extra = {"run.checkpoint_every": 2, "schedule.stage2_steps": 5}
+    train(load_train_config(None, _overrides(synth, tmp_path / "full", **extra)))
+    full = _losses(tmp_path / "full")
+    real = trainer.train_step
+
+    def dies_at_step_4(run, step):
+        if step == 3:
+            raise KeyboardInterrupt("killed in stage 1")
+        return real(run, step)
+
+    monkeypatch.setattr(trainer, "train_step", dies_at_step_4)
+    cfg = load_train_config(None, _overrides(synth, tmp_path / "killed", **extra))
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    monkeypatch.setattr(trainer, "train_step", real)
+    train(cfg)  # resumes from step 2 (stage 1) and crosses into stage 2
+    assert _losses(tmp_path / "killed") == full  # no duplicate rows, bit-identical losses
+
+
+def test_rerunning_a_finished_run_and_pruning(synth, tmp_path):
+    cfg = load_train_config(None, _overrides(synth, tmp_path, **{"run.checkpoint_every": 3,
+                                                                 "run.keep_checkpoints": 2}))
+    first = train(cfg)
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path / "checkpoints")] == ["step-00000018", "step-00000020"]
+    again = train(cfg)  # resume=auto at the end: nothing to do, nothing lost
+    assert again["steps"] == first["steps"] == 20 and again["checkpoint"] == first["checkpoint"]
+    with pytest.raises(CheckpointError, match="holds later checkpoints"):
+        train(load_train_config(None, _overrides(synth, tmp_path, **{
+            "run.resume": str(tmp_path / "checkpoints" / "step-00000018")})))
+
+
+def test_text_only_refuses_speech_data(synth, tmp_path):
+    from smoltolk.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="text_only pretrains a text LM: data.datasets may only hold text"):
+        load_train_config(None, _overrides(synth, tmp_path, **{"model.text_only": "true",
+                                                                "schedule.stage1_steps": 0}))
+
+
+def test_prepared_units_must_match_the_model(synth, tmp_path):
+    from smoltolk.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="prepared with num_units=500, but the model's speech vocabulary has 100"):
+        train(load_train_config(None, _overrides(synth, tmp_path, **{"model.speech": "{num_units: 100}"})))

@@ -41,7 +41,7 @@ def read_textgrid(path: str | Path, tier: str = "words") -> list[Word]:
             raise InputError(f"{path}: expected a number, found the string {s!r}")
         return float(n)
 
-    if take("string") != "ooTextFile" or take("string") != "TextGrid":
+    if not take("string").startswith("ooTextFile") or take("string") != "TextGrid":  # also "ooTextFile short"
         raise InputError(f"{path}: not a Praat TextGrid (expected 'ooTextFile' / 'TextGrid' header)")
     take("number"), take("number")
     names = []
@@ -124,7 +124,8 @@ def load_alignments(source: str | Path, ids: list[str], tier: str = "words") -> 
     if source.is_file():
         if source.suffix.lower() != ".ctm":
             raise InputError(f"{source}: expected a .ctm file or a directory of <id>.TextGrid / <id>.json files")
-        return {k: v for k, v in read_ctm(source).items() if k in set(ids)}
+        wanted = set(ids)
+        return {k: v for k, v in read_ctm(source).items() if k in wanted}
     if not source.is_dir():
         raise InputError(f"{source}: alignment file or directory not found")
     out = {}

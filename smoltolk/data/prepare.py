@@ -54,6 +54,11 @@ class PrepareSettings:
     shard_size: int = 10000  # records per shard
     workers: int = 0  # processes; 0 = one per CPU core
 
+    def __post_init__(self) -> None:
+        if not 0 < self.num_units < np.iinfo(UNIT_DTYPE).max:
+            raise InputError(f"num_units must be in [1, {np.iinfo(UNIT_DTYPE).max}) (units are stored as int16), "
+                             f"got {self.num_units}")
+
 
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
@@ -125,6 +130,7 @@ def _speech_shard(records: list[dict], settings: PrepareSettings, where: str, ou
     arrays = {"stream": np.concatenate(stream).astype(UNIT_DTYPE)}
     if aligned:
         corpus = AlignedCorpus.from_words(aligned)
+        corpus.validate(settings.num_units, where)  # e.g. a word left without text tokens by the tokenizer
         for name in ALIGNED_ARRAYS:
             arr = getattr(corpus, name)
             arrays[name] = arr.astype(UNIT_DTYPE if name == "units" else np.int64)

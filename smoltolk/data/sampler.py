@@ -125,7 +125,8 @@ class Mixture:
       doc_ids   int64  document of each token (all 0 unless ``mask_documents``)
     """
 
-    def __init__(self, cfg: DataConfig, swt_id: int, speech_eos_id: int, text_eos_id: int | None = None) -> None:
+    def __init__(self, cfg: DataConfig, swt_id: int, speech_eos_id: int, text_eos_id: int | None = None,
+                 num_units: int | None = None) -> None:
         self.cfg = cfg
         self.speech_eos_id = speech_eos_id
         self.sources: dict[str, list[tuple[Source, float]]] = {m: [] for m in MODALITIES}
@@ -133,6 +134,10 @@ class Mixture:
         for ds in cfg.datasets:
             index, shards = load_prepared(ds.path)
             name = ds.name or ds.path
+            if num_units is not None and index["kind"] == "speech" and index.get("num_units") != num_units:
+                raise ConfigError(f"{ds.path}: prepared with num_units={index.get('num_units')}, but the model's "
+                                  f"speech vocabulary has {num_units} units; re-run smoltolk prepare --num-units "
+                                  f"{num_units}")
             eos = text_eos_id if text_eos_id is not None else index.get("text_eos_id")
             eos_seen.add(eos)
             if ds.modality == "text":

@@ -96,9 +96,15 @@ def list_checkpoints(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(STEP_DIR.match(p.name).group(1)))
 
 
-def prune(root: Path, keep: int) -> None:
-    for old in list_checkpoints(root)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+def prune(root: Path, keep: int, current: Path) -> None:
+    """Keep the ``keep`` newest checkpoints up to ``current`` (never ``current`` itself)."""
+    if keep <= 0:
+        return
+    older = [p for p in list_checkpoints(root) if int(STEP_DIR.match(p.name).group(1)) <= int(
+        STEP_DIR.match(current.name).group(1))]
+    for old in older[:-keep]:
+        if old != current:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def step_dir(root: Path, step: int) -> Path:

@@ -114,3 +114,6 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.model.text_only and self.schedule.stage1_steps:
             raise ConfigError("model.text_only pretrains a text LM: set schedule.stage1_steps=0")
+        if self.model.text_only and any(d.modality != "text" for d in self.data.datasets):
+            raise ConfigError("model.text_only pretrains a text LM: data.datasets may only hold text datasets, got "
+                              f"{sorted({d.modality for d in self.data.datasets})}")

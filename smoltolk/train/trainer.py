@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import resource
 import time
 from dataclasses import dataclass, field
@@ -112,8 +113,10 @@ def _samplers(cfg: TrainConfig, model: nn.Module, info: DistInfo) -> dict[int, B
         if steps == 0:
             continue
         data = dataclasses.replace(cfg.data, modality_weights=dict(weights), seed=cfg.data.seed + 1000 * stage)
-        out[stage] = BatchSampler(Mixture(data, swt_id=swt, speech_eos_id=eos), cfg.schedule.micro_batch,
-                                  info.rank, info.world_size, cfg.schedule.grad_accum)
+        units = model.config.speech.num_units if isinstance(model, TextSpeechLM) else None
+        mixture = Mixture(data, swt_id=swt, speech_eos_id=eos, num_units=units)
+        out[stage] = BatchSampler(mixture, cfg.schedule.micro_batch, info.rank, info.world_size,
+                                  cfg.schedule.grad_accum)
     return out
 
 
@@ -206,7 +209,9 @@ def train_step(run: Run, step: int) -> dict:
     run.optimizer.zero_grad(set_to_none=True)
     row = {"step": step + 1, "stage": stage, "loss": float(loss), "grad_norm": float(grad_norm),
            "lr_speech": rates["speech"], "lr_text": rates["text"], "finite": True}
-    row.update({k: float(all_reduce_mean(v, run.info)) for k, v in stats_sum.items()})
+    for k, v in stats_sum.items():
+        v = float(all_reduce_mean(v, run.info))
+        row[k] = v if math.isfinite(v) else None  # e.g. no speech targets in this step
     return row
 
 
@@ -266,7 +271,7 @@ def save_checkpoint(run: Run) -> Path | None:
                  "world_size": run.info.world_size, "config": to_dict(run.cfg)}
         ckpt.save(path, model=run.model, model_state=model_state, optimizer_state=opt_state, train_state=state,
                   write_model=_write_model(run))
-        ckpt.prune(run.out / "checkpoints", run.cfg.run.keep_checkpoints)
+        ckpt.prune(run.out / "checkpoints", run.cfg.run.keep_checkpoints, path)
     _barrier(run.info)
     return path
 
@@ -287,6 +292,10 @@ def resume(run: Run) -> None:
         path = Path(choice)
         if not path.is_dir():
             raise CheckpointError(f"{path}: no such checkpoint directory (run.resume)")
+        later = [p for p in ckpt.list_checkpoints(run.out / "checkpoints") if p.name > path.name]
+        if later:
+            raise CheckpointError(f"run.resume={path}, but {run.out / 'checkpoints'} holds later checkpoints "
+                                  f"{[p.name for p in later]}; resume into a new run.out_dir or remove them")
     model_state, opt_state, state = ckpt.load(path)
     if not isinstance(run.model, TextSpeechLM):  # text-only checkpoints are HF directories: drop "model."
         model_state = {k[len("model."):] if k.startswith("model.") else k: v for k, v in model_state.items()}
@@ -295,13 +304,24 @@ def resume(run: Run) -> None:
         model_state.setdefault(alias, model_state[target])
     options = StateDictOptions(full_state_dict=True)
     set_model_state_dict(run.model, model_state, options=options)
-    set_optimizer_state_dict(run.model, run.optimizer, opt_state, options=options)
+    # A stage-1 checkpoint has no optimizer state for the frozen parameters: load non-strictly, then
+    # drop the state torch initialises for them, so they start fresh in stage 2 as in an unbroken run.
+    set_optimizer_state_dict(run.model, run.optimizer, opt_state,
+                             options=StateDictOptions(full_state_dict=True, strict=False))
+    saved = set(opt_state["state"])
+    for name, p in run.model.named_parameters():
+        if name not in saved:
+            run.optimizer.state.pop(p, None)
     for stage, s in state["samplers"].items():
         if int(stage) in run.samplers:
             run.samplers[int(stage)].load_state_dict(s)
     if "cpu" in state["rng"]:
         torch.set_rng_state(state["rng"]["cpu"])
     run.step, run.tokens, run.skipped = state["step"], state["tokens"], state["skipped"]
+    metrics = run.out / "metrics.jsonl"
+    if run.info.is_main and metrics.is_file():
+        rows = [line for line in metrics.read_text().splitlines() if json.loads(line).get("step", 0) <= run.step]
+        metrics.write_text("".join(r + "\n" for r in rows))
     if run.info.is_main:
         print(f"resumed from {path} at step {run.step}", flush=True)
 
@@ -427,8 +447,9 @@ def _loop(run: Run) -> dict:
             last_ckpt = save_checkpoint(run)
             t_last = time.perf_counter()
     final_val = validate(run)
-    if not last_ckpt or ckpt.step_dir(out / "checkpoints", run.step) != last_ckpt:
-        last_ckpt = save_checkpoint(run)
+    last_ckpt = ckpt.step_dir(out / "checkpoints", run.step)
+    if not last_ckpt.is_dir():
+        save_checkpoint(run)
     logger.close()
     summary = {"steps": run.step, "tokens": run.tokens, "skipped": run.skipped, "checkpoint": str(last_ckpt),
                "final_validation": final_val, "last": run.history[-1] if run.history else None}
