@@ -40,7 +40,7 @@ from smoltolk.data.manifest import (
 )
 from smoltolk.data.units import collapse, word_ends_to_collapsed
 from smoltolk.errors import InputError
-from smoltolk.model.io import atomic_directory
+from smoltolk.model.io import atomic_directory, file_sha256
 
 ALIGNED_ARRAYS = ("units", "utt_units", "tokens", "word_tokens", "word_unit_end", "utt_words")
 UNIT_DTYPE = np.int16
@@ -58,14 +58,6 @@ class PrepareSettings:
         if not 0 < self.num_units < np.iinfo(UNIT_DTYPE).max:
             raise InputError(f"num_units must be in [1, {np.iinfo(UNIT_DTYPE).max}) (units are stored as int16), "
                              f"got {self.num_units}")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def word_token_counts(tokenizer, words: Sequence[str]) -> tuple[list[int], list[int]]:
@@ -159,7 +151,7 @@ def _write_shard(out: Path, arrays: dict[str, np.ndarray], stats: dict, key: str
         for name, arr in arrays.items():
             np.save(tmp / f"{name}.npy", arr, allow_pickle=False)
             files[f"{name}.npy"] = {"bytes": (tmp / f"{name}.npy").stat().st_size,
-                                    "sha256": _sha256(tmp / f"{name}.npy")}
+                                    "sha256": file_sha256(tmp / f"{name}.npy")}
         (tmp / "done.json").write_text(json.dumps({**stats, "files": files, "input": key}, indent=1) + "\n")
 
 
@@ -208,7 +200,7 @@ def prepare(manifest: str | Path, out: str | Path, kind: str, settings: PrepareS
                   f"(they are used for speech-only windows, not interleaving): {missing[:5]}"
                   f"{' ...' if len(missing) > 5 else ''}", file=sys.stderr)
     rows = [r.to_json() for r in records]
-    tok_hash = _sha256(Path(settings.tokenizer))
+    tok_hash = file_sha256(Path(settings.tokenizer))
     setting_key = json.dumps({"kind": kind, "eos": settings.text_eos_id, "units": settings.num_units,
                               "tokenizer": tok_hash}, sort_keys=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -276,7 +268,7 @@ def load_prepared(directory: str | Path, verify: bool = False) -> tuple[dict, li
             if not fpath.is_file() or fpath.stat().st_size != meta["bytes"]:
                 raise InputError(f"{fpath}: missing or of the wrong size (expected {meta['bytes']} bytes); "
                                  "re-run smoltolk prepare")
-            if verify and _sha256(fpath) != meta["sha256"]:
+            if verify and file_sha256(fpath) != meta["sha256"]:
                 raise InputError(f"{fpath}: checksum mismatch; re-run smoltolk prepare")
             arrays[fname[:-4]] = np.load(fpath, mmap_mode="r", allow_pickle=False)
         if index["kind"] == "speech":

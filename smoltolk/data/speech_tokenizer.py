@@ -34,6 +34,7 @@ from smoltolk.data.audio import SAMPLE_RATE, audio_info, load_audio
 from smoltolk.data.manifest import SpeechRecord, _rows, parse_speech_record
 from smoltolk.data.units import collapse
 from smoltolk.errors import CheckpointError, ConfigError, InputError, SmolTolkError
+from smoltolk.model.io import file_sha256
 
 # ---------------------------------------------------------------------------------------------
 # Frame features
@@ -620,14 +621,6 @@ def _write_shard(path: Path, rows: list[dict[str, Any]]) -> None:
         raise
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _start_run(out_dir: Path, run: dict[str, Any]) -> None:
     """Record what the shards in ``out_dir`` are made of; refuse to resume a different run there."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -669,7 +662,7 @@ def tokenize_manifest(manifest: str | Path, out_dir: str | Path, tokenizer: Spee
         raise ConfigError(f"shard_size {shard_size} and batch_size {batch_size} must be positive")
     manifest, out_dir = Path(manifest), Path(out_dir)
     records = read_audio_manifest(manifest)
-    run = {"manifest_sha256": _file_sha256(manifest), "records": len(records), "shard_size": shard_size,
+    run = {"manifest_sha256": file_sha256(manifest), "records": len(records), "shard_size": shard_size,
            "tokenizer": tokenizer.describe()}
     _start_run(out_dir, run)
     for stale in out_dir.glob(".shard-*.jsonl.tmp"):  # left by a killed run
