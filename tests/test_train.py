@@ -145,8 +145,8 @@ def test_non_finite_loss_stops_with_a_clear_message_or_is_skipped(synth, tmp_pat
     real = trainer.compute_loss
 
     def nan_at_step_7(run, batch):
-        loss, stats = real(run, batch)
-        return (loss * math.nan, stats) if run.step == 6 else (loss, stats)
+        loss, bonus, stats = real(run, batch)
+        return (loss * math.nan, bonus, stats) if run.step == 6 else (loss, bonus, stats)
 
     monkeypatch.setattr(trainer, "compute_loss", nan_at_step_7)
     with pytest.raises(NonFiniteLossError, match=r"step 7: the loss is nan.*last good checkpoint is .*step-00000005"):
@@ -182,10 +182,12 @@ def _torchrun(cfg_args: list[str], nproc: int, cwd: Path) -> None:
 def test_two_processes_match_one_with_the_same_global_batch(synth, tmp_path, mode):
     common = {"schedule.stage1_steps": 2, "schedule.stage2_steps": 4, "schedule.micro_batch": 1}
     train(load_train_config(None, _overrides(synth, tmp_path / "one", **common, **{"schedule.grad_accum": 2})))
+    train(load_train_config(None, _overrides(synth, tmp_path / "big", **{**common, "schedule.micro_batch": 2})))
     _torchrun(_overrides(synth, tmp_path / "two", **common, **{"run.distributed": mode}), 2, tmp_path)
-    one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    one, big, two = _losses(tmp_path / "one"), _losses(tmp_path / "big"), _losses(tmp_path / "two")
     assert len(one) == len(two) == 6
     assert two == pytest.approx(one, rel=1e-4, abs=1e-5)
+    assert big == pytest.approx(one, rel=1e-4, abs=1e-5)  # the loss is token-weighted over the whole step
 
 
 def test_a_run_killed_in_stage1_resumes_exactly_into_stage2(synth, tmp_path, monkeypatch):

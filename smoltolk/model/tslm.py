@@ -218,15 +218,10 @@ class TextSpeechLM(nn.Module):
         entropy = -(w * log_w).sum(-1).mean()
         return _weighted_sum(layers, w.to(final.dtype)), w, entropy
 
-    def _loss(self, out: TSLMOutput, final: Tensor, pooled: Tensor, labels: Tensor, labels_is_speech: Tensor,
-              is_speech: Tensor) -> None:
-        """Token-weighted cross-entropy of both heads. PAD targets are never scored.
-
-        SWT targets (a text label equal to ``swt_id``) are skipped unless ``speech.predict_switch``.
-        Then an SWT is scored in the head of the modality it ends, told by the *input* position
-        that predicts it: after a text input, in the text head (class ``swt_id``); after a speech
-        input, in the speech head as the switch row (class ``speech.switch_id``).
-        """
+    def scored_targets(self, labels: Tensor, labels_is_speech: Tensor, is_speech: Tensor
+                       ) -> tuple[Tensor, Tensor, Tensor]:
+        """Which targets the loss scores: (text mask, speech mask, speech targets), each (B, T).
+        See :meth:`_loss` for the rules; the trainer counts targets with this before a forward pass."""
         sp = self.config.speech
         valid = labels != IGNORE
         swt = valid & ~labels_is_speech & (labels == self.swt_id)
@@ -238,6 +233,19 @@ class TextSpeechLM(nn.Module):
             text_sel = text_sel | (swt & ~is_speech)
             speech_sel = speech_sel | switch_in_speech
             speech_targets = labels.masked_fill(switch_in_speech, sp.switch_id)
+        return text_sel, speech_sel, speech_targets
+
+    def _loss(self, out: TSLMOutput, final: Tensor, pooled: Tensor, labels: Tensor, labels_is_speech: Tensor,
+              is_speech: Tensor) -> None:
+        """Token-weighted cross-entropy of both heads. PAD targets are never scored.
+
+        SWT targets (a text label equal to ``swt_id``) are skipped unless ``speech.predict_switch``.
+        Then an SWT is scored in the head of the modality it ends, told by the *input* position
+        that predicts it: after a text input, in the text head (class ``swt_id``); after a speech
+        input, in the speech head as the switch row (class ``speech.switch_id``).
+        """
+        sp = self.config.speech
+        text_sel, speech_sel, speech_targets = self.scored_targets(labels, labels_is_speech, is_speech)
         text_sum = _ce_sum(self.backbone.lm_head, final[text_sel], labels[text_sel])
         speech_sum = _ce_sum(self.speech_head, pooled[speech_sel], speech_targets[speech_sel])
         n_text, n_speech = text_sel.sum(), speech_sel.sum()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import math
 import resource
 import time
 from dataclasses import dataclass, field
@@ -151,24 +150,42 @@ def setup(cfg: TrainConfig) -> Run:
 
 
 # ---------------------------------------------------------------------------------------- steps
-def compute_loss(run: Run, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Loss of one micro-batch (tokens, is_speech, doc_ids: (B, T+1)) and detached statistics."""
+def _shifted(run: Run, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     dev = run.info.device
     batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
     docs = batch["doc_ids"] if run.cfg.data.mask_documents else None
+    return shift_targets(batch["tokens"], batch["is_speech"], docs)
+
+
+def count_targets(run: Run, shifted: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The number of targets the loss of this micro-batch scores (before running the model)."""
+    if isinstance(run.model, TextSpeechLM):
+        text, speech, _ = run.model.scored_targets(shifted["labels"], shifted["labels_is_speech"],
+                                                   shifted["is_speech"])
+        return (text.sum() + speech.sum()).float()
+    return (shifted["labels"] != IGNORE).sum().float()
+
+
+def compute_loss(run: Run, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """(token-mean LM loss, entropy bonus or 0) of one micro-batch (tokens, is_speech, doc_ids: (B, T+1)) and
+    detached statistics (per-modality CE sums and counts, entropy)."""
+    shifted = batch if "labels" in batch else _shifted(run, batch)
+    dev = run.info.device
     ctx = torch.autocast(dev.type, dtype=run.autocast) if run.autocast else contextlib.nullcontext()
     with ctx:
         if isinstance(run.model, TextSpeechLM):
-            out = run.wrapped(**shift_targets(batch["tokens"], batch["is_speech"], docs))
-            stats = {"text_loss": out.text_loss, "speech_loss": out.speech_loss,
-                     "n_text": out.num_text, "n_speech": out.num_speech}
+            out = run.wrapped(**shifted)
+            bonus = out.lm_loss - out.loss  # beta x entropy (0 without an entropy term)
+            stats = {"text_ce_sum": torch.nan_to_num(out.text_loss) * out.num_text, "n_text": out.num_text,
+                     "speech_ce_sum": torch.nan_to_num(out.speech_loss) * out.num_speech,
+                     "n_speech": out.num_speech}
             if out.entropy is not None:
                 stats["entropy"] = out.entropy
-            return out.loss, {k: v.detach().float() for k, v in stats.items()}
-        shifted = shift_targets(batch["tokens"], batch["is_speech"], docs)
+            return out.lm_loss, bonus, {k: v.detach().float() for k, v in stats.items()}
         logits = run.wrapped(shifted["input_ids"], doc_ids=shifted.get("doc_ids"))
         loss = F.cross_entropy(logits.float().flatten(0, 1), shifted["labels"].flatten(), ignore_index=IGNORE)
-        return loss, {"text_loss": loss.detach().float()}
+        n = (shifted["labels"] != IGNORE).sum().float()
+        return loss, torch.zeros((), device=dev), {"text_ce_sum": loss.detach().float() * n, "n_text": n}
 
 
 def set_learning_rates(run: Run, step: int) -> dict[str, float]:
@@ -183,19 +200,25 @@ def train_step(run: Run, step: int) -> dict:
     stage = stage_of(step, run.cfg.schedule)
     rates = set_learning_rates(run, step)
     sampler = run.samplers[stage]
-    accum = run.cfg.schedule.grad_accum
-    total, stats_sum = torch.zeros((), device=run.info.device), {}
-    for micro in range(accum):
-        sync = micro == accum - 1
+    accum, world = run.cfg.schedule.grad_accum, run.info.world_size
+    # The step's loss is the token-weighted mean over all its targets, on every rank and micro-batch
+    # (so W ranks x B sequences equal one process with W x B): weight each micro-batch by its share.
+    batches = [_shifted(run, next(sampler)) for _ in range(accum)]
+    counts = [count_targets(run, b) for b in batches]
+    total_targets = _all_reduce_sum(torch.stack(counts).sum(), run.info).clamp(min=1)
+    lm_total, bonus_total, stats_sum = torch.zeros((), device=run.info.device), 0.0, {}
+    for micro, (batch, n) in enumerate(zip(batches, counts, strict=True)):
         no_sync = getattr(run.wrapped, "no_sync", None)
-        ctx = no_sync() if (no_sync is not None and not sync) else contextlib.nullcontext()
+        ctx = no_sync() if (no_sync is not None and micro < accum - 1) else contextlib.nullcontext()
         with ctx:
-            loss, stats = compute_loss(run, next(sampler))
-            (loss / accum).backward()
-        total += loss.detach().float() / accum
+            lm, bonus, stats = compute_loss(run, batch)
+            # DDP / FSDP average gradients over ranks: scale by world so the sum over ranks is kept
+            (lm * (n * world / total_targets) - bonus / accum).backward()
+        lm_total += lm.detach().float() * n / total_targets
+        bonus_total += float(bonus.detach()) / accum
         for k, v in stats.items():
-            stats_sum[k] = stats_sum.get(k, 0) + v / accum
-    loss = all_reduce_mean(total, run.info)
+            stats_sum[k] = stats_sum.get(k, 0) + v
+    loss = _all_reduce_sum(lm_total, run.info) - all_reduce_mean(torch.tensor(bonus_total), run.info)
     if not torch.isfinite(loss):
         return {"step": step, "stage": stage, "loss": float(loss), "finite": False}
     if stage == 1:  # frozen backbone and text embeddings: no update, no optimizer state
@@ -209,10 +232,19 @@ def train_step(run: Run, step: int) -> dict:
     run.optimizer.zero_grad(set_to_none=True)
     row = {"step": step + 1, "stage": stage, "loss": float(loss), "grad_norm": float(grad_norm),
            "lr_speech": rates["speech"], "lr_text": rates["text"], "finite": True}
-    for k, v in stats_sum.items():
-        v = float(all_reduce_mean(v, run.info))
-        row[k] = v if math.isfinite(v) else None  # e.g. no speech targets in this step
+    totals = {k: float(_all_reduce_sum(v, run.info)) for k, v in stats_sum.items()}
+    for kind in ("text", "speech"):
+        if f"n_{kind}" in totals:
+            n = totals[f"n_{kind}"]
+            row[f"{kind}_loss"] = totals[f"{kind}_ce_sum"] / n if n else None  # None: no such targets this step
+            row[f"n_{kind}"] = n
+    if "entropy" in totals:
+        row["entropy"] = totals["entropy"] / (accum * world)
     return row
+
+
+def _all_reduce_sum(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    return all_reduce_mean(value, info) * info.world_size
 
 
 @torch.no_grad()
