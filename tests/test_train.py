@@ -93,22 +93,27 @@ def test_learning_rates_follow_the_schedule(synth, tmp_path):
         assert row["stage"] == (1 if row["step"] <= 5 else 2)
 
 
+def _train_killed_at(cfg, step: int, monkeypatch) -> None:
+    """Train until optimizer step ``step`` (0-based) is about to run, then die as a killed process would."""
+    real = trainer.train_step
+
+    def dies(run, s):
+        if s == step:
+            raise KeyboardInterrupt("killed")
+        return real(run, s)
+
+    monkeypatch.setattr(trainer, "train_step", dies)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    monkeypatch.setattr(trainer, "train_step", real)
+
+
 def test_killed_run_resumes_exactly(synth, tmp_path, monkeypatch):
     train(load_train_config(None, _overrides(synth, tmp_path / "full", **{"run.checkpoint_every": 4})))
     full = _losses(tmp_path / "full")
 
-    real = trainer.train_step
-
-    def dies_after_step_9(run, step):
-        if step == 9:
-            raise KeyboardInterrupt("killed")
-        return real(run, step)
-
-    monkeypatch.setattr(trainer, "train_step", dies_after_step_9)
     cfg = load_train_config(None, _overrides(synth, tmp_path / "killed", **{"run.checkpoint_every": 4}))
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg)
-    monkeypatch.setattr(trainer, "train_step", real)
+    _train_killed_at(cfg, 9, monkeypatch)
     assert [p.name for p in ckpt.list_checkpoints(tmp_path / "killed" / "checkpoints")] == \
         ["step-00000004", "step-00000008"]
     train(cfg)  # resume=auto
@@ -194,18 +199,8 @@ def test_a_run_killed_in_stage1_resumes_exactly_into_stage2(synth, tmp_path, mon
     extra = {"run.checkpoint_every": 2, "schedule.stage2_steps": 5}
     train(load_train_config(None, _overrides(synth, tmp_path / "full", **extra)))
     full = _losses(tmp_path / "full")
-    real = trainer.train_step
-
-    def dies_at_step_4(run, step):
-        if step == 3:
-            raise KeyboardInterrupt("killed in stage 1")
-        return real(run, step)
-
-    monkeypatch.setattr(trainer, "train_step", dies_at_step_4)
     cfg = load_train_config(None, _overrides(synth, tmp_path / "killed", **extra))
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg)
-    monkeypatch.setattr(trainer, "train_step", real)
+    _train_killed_at(cfg, 3, monkeypatch)
     train(cfg)  # resumes from step 2 (stage 1) and crosses into stage 2
     assert _losses(tmp_path / "killed") == full  # no duplicate rows, bit-identical losses
 

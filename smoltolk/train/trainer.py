@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from smoltolk.config import from_dict, to_dict
+from smoltolk.config import to_dict
 from smoltolk.data.sampler import BatchSampler, DataConfig, Mixture
 from smoltolk.errors import CheckpointError, SmolTolkError
 from smoltolk.model.tslm import IGNORE, TextSpeechLM, shift_targets
@@ -495,9 +495,5 @@ def load_train_config(path: str | Path | None, overrides: list[str]) -> TrainCon
     from smoltolk.config import load_config
 
     return load_config(TrainConfig, path, overrides)
-
-
-def config_from_dict(data: dict) -> TrainConfig:
-    return from_dict(TrainConfig, data)
 
 
