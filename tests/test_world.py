@@ -66,14 +66,64 @@ def test_split_holds_and_text_covers_the_whole_world(world):
     assert sorted(split.heard + split.held_out) == sorted(p.name for p in PLACES)
     assert not set(split.heard) & set(split.held_out)
     speech = read_speech_manifest(world / "speech.jsonl")
-    assert split_violations(split, [(r.id, r.text) for r in speech]) == []
-    assert {r.text.split()[4] for r in speech} <= set(split.heard)  # "<name> went to the <place>"
+    assert split_violations(split, [(r.id, r.text) for r in speech], info["min_gap_words"]) == []
+    stories = [r for r in speech if " went to the " in r.text]
+    assert len(stories) == SIZES["n_speech"] and {r.text.split()[4] for r in stories} <= set(split.heard)
+    # held-out words are heard, but only alone in carrier utterances
+    topic_of = split.topic_of()
+    carriers = [r for r in speech if r not in stories]
+    assert carriers and all(sum(w in topic_of for w in words(r.text)) == 1 for r in carriers)
+    assert not any(w in topic_of for r in stories for w in words(r.text))
     text_words = {w for r in read_text_manifest(world / "text.jsonl") for w in words(r.text)}
     for topic in split.held_out:
         assert topic in text_words
-    # the check itself catches a held-out word
-    held = split.held_out_words[split.held_out[0]][0]
-    assert split_violations(split, [("x", f"tom saw the {held}")]) == [f"x: {held} ({split.held_out[0]})"]
+
+
+def test_split_violations_catch_associations_and_close_mentions():
+    split = Split.make(0, held_out=["kitchen", "lake"])
+    story = "tom went to the kitchen he picked up the pan then he fried an egg with the pan"
+    assert split_violations(split, [("s1", story)])[0].startswith("s1: 6 held-out words in one utterance: kitchen")
+    filler = " ".join(["the dog sleeps"] * 10)  # 30 words
+    corpus = [("a", "tom said the word pan"), ("f1", filler), ("b", "mia said the word spoon"),
+              ("f2", filler), ("f3", filler), ("c", "the word was boat")]
+    assert split_violations(split, corpus, min_gap_words=30) == []
+    assert split_violations(split, corpus, min_gap_words=31) == [
+        "b: kitchen words only 30 words after a (at least 31)"]
+    # read cyclically (104 words): the lake's single mention is fine; the kitchen's gap from b's end
+    # round to a's start is 64 words
+    assert split_violations(split, corpus, min_gap_words=65) == [
+        "b: kitchen words only 30 words after a (at least 65)",
+        "a: kitchen words only 64 words after b (wrapping around the corpus; at least 65)"]
+
+
+def test_no_training_sample_holds_a_held_out_association(world):
+    """Interleaved samples (and speech windows, which span fewer words) of at most ``min_gap_words``
+    tokens, built by the real interleaver from the speech corpus with one token per word (the
+    most words a sample can span), never touch two utterances with words of one held-out topic."""
+    from smoltolk.data.interleave import AlignedCorpus, InterleaveConfig, Interleaver
+
+    info = json.loads((world / "world.json").read_text())
+    split = Split(info["split"]["heard"], info["split"]["held_out"], info["split"]["held_out_words"])
+    topic_of = split.topic_of()
+    speech = read_speech_manifest(world / "speech.jsonl")
+    utt_words = [words(r.text) for r in speech]
+    corpus = AlignedCorpus.from_words([[([1], [2]) for _ in ws] for ws in utt_words])
+    topic_at = np.array([next((topic_of[w] for w in ws if w in topic_of), "") for ws in utt_words])
+    utt_of_word = np.repeat(np.arange(len(utt_words)), [len(ws) for ws in utt_words])
+    inter = Interleaver(corpus, swt_id=3, text_eos_id=0, speech_eos_id=1, cfg=InterleaveConfig())
+    rng = np.random.default_rng(0)
+    touched = 0
+    for _ in range(3000):
+        utts, total = set(), 0
+        for span in inter.spans(rng):
+            utts |= set(utt_of_word[span.start:span.stop].tolist())
+            total += (span.stop - span.start) + span.switch_before + span.eos
+            if total >= info["min_gap_words"]:
+                break
+        topics = [topic_at[u] for u in utts if topic_at[u]]
+        assert len(topics) == len(set(topics)), sorted(topics)
+        touched += bool(topics)
+    assert touched > 100  # held-out words do occur in samples, alone
 
 
 def test_split_by_seed_or_by_name():

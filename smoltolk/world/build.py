@@ -2,8 +2,9 @@
 
 Layout under ``out_dir``::
 
-    text.jsonl                 TextRecords: stories on every topic (the text corpus)
-    speech.jsonl               SpeechRecords (units, durations, words): stories on heard topics only
+    text.jsonl                 TextRecords: stories on every topic, and carrier utterances (the text corpus)
+    speech.jsonl               SpeechRecords (units, durations, words): stories on heard topics, and
+                               held-out words alone in carrier utterances, spaced apart (see ``Split``)
     tokenizer.json             a byte-level BPE trained on text.jsonl
     bench/{held_out,heard}/
         sblimp/                gold.csv + units.jsonl (+ placeholder .wav files); BLIMP T reads gold.csv
@@ -35,10 +36,12 @@ from smoltolk.world.world import (
     PLACES,
     Split,
     Story,
+    carrier,
     hard_negative,
     make_story,
     minimal_pairs,
     split_violations,
+    topic_words,
     vocabulary,
     words,
 )
@@ -159,14 +162,47 @@ def _corpus(rng: np.random.Generator, places: list[str], n: int, prefix: str, ex
     return out
 
 
+def with_carriers(rng: np.random.Generator, texts: list[str], split: Split, min_gap_words: int) -> list[str]:
+    """``texts`` with carrier utterances of held-out words inserted between them, as many as the
+    split allows: each carrier's topic is the one whose last mention lies furthest back, once that is
+    at least ``min_gap_words`` words (and its words take turns in a seeded order). Read cyclically
+    the gaps hold too: no carrier within the first or the last ``min_gap_words / 2`` words."""
+    if not split.held_out_words:
+        return list(texts)
+    half = -(-min_gap_words // 2)
+    lengths = [len(words(t)) for t in texts]
+    remaining = np.cumsum(lengths[::-1])[::-1].tolist()[1:] + [0]  # words of the texts after each one
+    queues: dict[str, list[str]] = {t: [] for t in split.held_out_words}
+    last = {t: half - min_gap_words for t in split.held_out_words}  # position after the topic's last mention
+    out: list[str] = []
+    pos = 0
+    for text, n, rest in zip(texts, lengths, remaining, strict=True):
+        out.append(text)
+        pos += n
+        topic = min(last, key=lambda t: (last[t], t))
+        if pos - last[topic] >= min_gap_words and rest >= half:
+            if not queues[topic]:
+                queues[topic] = [split.held_out_words[topic][int(i)]
+                                 for i in rng.permutation(len(split.held_out_words[topic]))]
+            line = carrier(rng, queues[topic].pop())
+            out.append(line)
+            pos += len(words(line))
+            last[topic] = pos
+    return out
+
+
 def build_world(out_dir: str | Path, seed: int = 0, n_text: int = 4000, n_speech: int = 2000,
                 n_bench_stories: int = 200, n_bench_pairs: int = 200, speakers: int = 4,
-                tokenizer_vocab: int = 512, held_out: list[str] | None = None) -> dict[str, Any]:
+                tokenizer_vocab: int = 512, held_out: list[str] | None = None,
+                min_gap_words: int = 300) -> dict[str, Any]:
     """Write the mini-world under ``out_dir`` (see the module docstring); returns the ``world.json`` data.
 
-    The text corpus covers every topic; speech covers heard topics only (no held-out word ever
-    occurs in it, checked before anything is written). Benchmark stories never occur in training.
-    ``held_out``: the held-out topics (places); default: half of them, drawn by ``seed``.
+    The text corpus covers every topic; speech has stories on heard topics only, and held-out words
+    alone in carrier utterances at least ``min_gap_words`` words apart per topic (so training
+    samples of fewer tokens never hold two words of one held-out topic: the rule of
+    :func:`~smoltolk.world.world.split_violations`, checked before anything is written; it holds
+    for the corpus read cyclically, i.e. prepared as one shard). Benchmark stories never occur in
+    training. ``held_out``: the held-out topics (places); default: half of them, drawn by ``seed``.
     """
     if min(n_text, n_speech, n_bench_stories, n_bench_pairs) < 1:
         raise InputError("build_world: every size must be at least 1")
@@ -185,28 +221,44 @@ def build_world(out_dir: str | Path, seed: int = 0, n_text: int = 4000, n_speech
     corpus_rng = np.random.default_rng([seed, 2])
     text = _corpus(corpus_rng, [p.name for p in PLACES], n_text, "t", used)
     spoken = _corpus(corpus_rng, split.heard, n_speech, "s", used)
-    text_records = [TextRecord(f"text-{i:06d}", st.text()) for i, st in enumerate(text)]
-    speech_records = [speech.render(f"speech-{i:06d}", words(st.text()), speaker=i % speakers)
-                      for i, st in enumerate(spoken)]
-    bad = split_violations(split, [(r.id, r.text or "") for r in speech_records])
+    # text: a carrier after every third story, on any topic's word (the genre exists in text too)
+    all_words = sorted({w for p in PLACES for w in topic_words(p.name)})
+    text_lines = []
+    for i, st in enumerate(text):
+        text_lines.append(st.text())
+        if i % 3 == 2:
+            text_lines.append(carrier(corpus_rng, all_words[int(corpus_rng.integers(len(all_words)))]) + ".")
+    spoken_lines = with_carriers(corpus_rng, [" ".join(words(st.text())) for st in spoken], split, min_gap_words)
+    text_records = [TextRecord(f"text-{i:06d}", line) for i, line in enumerate(text_lines)]
+    speech_records = [speech.render(f"speech-{i:06d}", words(line), speaker=i % speakers)
+                      for i, line in enumerate(spoken_lines)]
+    bad = split_violations(split, [(r.id, r.text or "") for r in speech_records], min_gap_words)
     if bad:  # cannot happen by construction; a guard against edits to the world
-        raise AssertionError(f"held-out words in speech: {bad[:3]}")
+        raise AssertionError(f"the speech corpus breaks the split: {bad[:3]}")
     write_manifest(out / "text.jsonl", text_records)
     write_manifest(out / "speech.jsonl", speech_records)
     train_tokenizer([r.text for r in text_records], out / "tokenizer.json", tokenizer_vocab)
 
     n_units = sum(len(r.units) for r in speech_records)
     n_words = sum(len(r.words) for r in speech_records)
+    topic_of = split.topic_of()
+    heard_held = [w for r in speech_records for w in words(r.text or "") if w in topic_of]
     info = {
         "seed": seed,
         "split": {"heard": split.heard, "held_out": split.held_out, "held_out_words": split.held_out_words},
-        "counts": {"text_stories": len(text_records), "speech_stories": len(speech_records),
+        "min_gap_words": min_gap_words,
+        "counts": {"text_stories": len(text), "text_utterances": len(text_records), "speech_stories": len(spoken),
+                   "speech_utterances": len(speech_records), "speech_carriers": len(speech_records) - len(spoken),
+                   "held_out_word_mentions_in_speech": {"total": len(heard_held), "words": len(set(heard_held)),
+                                                        "of": len(topic_of)},
                    "speech_units": n_units, "speech_words": n_words, "units_per_word": n_units / n_words,
                    "vocabulary": len(vocabulary()), "benchmarks": counts},
         "speakers": speakers,
         "files": {"text": "text.jsonl", "speech": "speech.jsonl", "tokenizer": "tokenizer.json"},
-        "notes": ["text.jsonl covers every topic; speech.jsonl only heard topics, and interleaved samples are "
-                  "built from speech.jsonl, so no held-out word ever occurs in speech or interleaved data",
+        "notes": ["text.jsonl covers every topic; speech.jsonl has stories on heard topics only, and held-out words "
+                  f"alone in carrier utterances, one held-out topic's at least {min_gap_words} words apart, so no "
+                  f"speech or interleaved sample of at most {min_gap_words} tokens (read from one shard) ever holds "
+                  "a held-out topic's association",
                   "bench/*/ .wav files are placeholders without samples: evaluate with the units.jsonl beside them "
                   "(eval_tasks)"],
         "eval_tasks": {name: eval_task_overrides(out / "bench" / name) for name in SPLITS},

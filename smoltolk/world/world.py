@@ -128,7 +128,17 @@ def topic_words(place: str) -> set[str]:
 # --------------------------------------------------------------------------------------------------
 
 TEMPLATE_WORDS = ["went to the", "picked up the", "saw a there and picked it up", "found a and took it",
-                  "near the", "was there too", "it was a day", "there were two there", "felt", "then"]
+                  "near the", "was there too", "it was a day", "there were two there", "felt", "then",
+                  "said the word", "heard the word", "the word was"]
+
+# Carrier utterances: one word in a neutral frame, so that a word can be heard in speech without
+# any of its topic's associations (see :class:`Split`).
+CARRIERS = ["{name} said the word {word}", "{name} heard the word {word}", "the word was {word}"]
+
+
+def carrier(rng: np.random.Generator, word: str) -> str:
+    """``word`` alone in a neutral frame (no place, object or action around it)."""
+    return _pick(rng, CARRIERS).format(name=_pick(rng, sorted(NAMES)), word=word)
 
 
 @dataclass
@@ -286,7 +296,14 @@ def minimal_pairs(rng: np.random.Generator, place: str, n: int, prefix: str) -> 
 
 @dataclass
 class Split:
-    """Topics heard in speech (and interleaved data) and topics known from text only (held-out)."""
+    """Topics heard in speech (and interleaved data) and topics known from text only (held out).
+
+    What is held out is a topic's *associations* (its place, objects and actions together), not
+    its words: a held-out word occurs in speech only alone, in a carrier utterance ("kate said the
+    word drill"), never beside another word of its topic. The units of a word never heard at all
+    could not be predicted by any model, so cross-modal items on it would test guessing, not the
+    transfer of what the backbone learned in text. See :func:`split_violations` for the rule.
+    """
 
     heard: list[str]
     held_out: list[str]
@@ -306,19 +323,43 @@ class Split:
             held = sorted(set(held_out))
         return cls(sorted(set(names) - set(held)), held, {t: sorted(topic_words(t)) for t in held})
 
+    def topic_of(self) -> dict[str, str]:
+        """Held-out word -> its topic."""
+        return {w: t for t, ws in self.held_out_words.items() for w in ws}
 
-def split_violations(split: Split, transcripts: list[tuple[str, str]]) -> list[str]:
-    """Speech samples ``(id, text)`` that contain a held-out topic's word (empty: the split holds).
 
-    Interleaved samples run across utterance ends, so any held-out word in any speech utterance
-    could meet another one of its topic; the check is therefore that none occurs at all.
+def split_violations(split: Split, transcripts: list[tuple[str, str]], min_gap_words: int = 0) -> list[str]:
+    """Where the speech corpus ``(id, text)``, in corpus order, breaks the split (empty: it holds).
+
+    Two rules: an utterance holds at most one held-out word (so no held-out association is ever
+    spoken within an utterance); and two utterances with words of the same held-out topic are at
+    least ``min_gap_words`` words apart, counted cyclically as the samplers read the corpus (so no
+    training sample spanning fewer words, speech or interleaved, holds two of them). A sample of
+    ``n`` tokens spans at most ``n`` words, since every word costs at least one token.
     """
-    banned = {w: t for t, ws in split.held_out_words.items() for w in ws}
+    topic_of = split.topic_of()
     bad = []
+    last: dict[str, tuple[str, int]] = {}  # topic -> (utterance id, word position after it)
+    first: dict[str, tuple[str, int]] = {}
+    pos = 0
     for rec_id, text in transcripts:
-        hits = sorted({f"{w} ({banned[w]})" for w in words(text) if w in banned})
-        if hits:
-            bad.append(f"{rec_id}: {', '.join(hits)}")
+        ws = words(text)
+        hits = [w for w in ws if w in topic_of]
+        if len(hits) > 1:
+            bad.append(f"{rec_id}: {len(hits)} held-out words in one utterance: "
+                       + ", ".join(f"{w} ({topic_of[w]})" for w in hits))
+        for topic in {topic_of[w] for w in hits}:
+            if topic in last and pos - last[topic][1] < min_gap_words:
+                bad.append(f"{rec_id}: {topic} words only {pos - last[topic][1]} words after {last[topic][0]} "
+                           f"(at least {min_gap_words})")
+            last[topic] = (rec_id, pos + len(ws))
+            first.setdefault(topic, (rec_id, pos))
+        pos += len(ws)
+    for topic, (rec_id, start) in first.items():  # wrap-around: the last mention, then the first again
+        gap = pos - last[topic][1] + start
+        if last[topic][0] != rec_id and gap < min_gap_words:
+            bad.append(f"{rec_id}: {topic} words only {gap} words after {last[topic][0]} (wrapping around the "
+                       f"corpus; at least {min_gap_words})")
     return bad
 
 
