@@ -218,7 +218,7 @@ def _cmd_analyze(args: argparse.Namespace) -> None:
 def _cmd_demo(args: argparse.Namespace) -> None:
     from smoltolk.demo import run_demo
 
-    run_demo(args.out, seed=args.seed, quick=args.quick)
+    run_demo(args.out, seed=args.seed, quick=args.quick, audio=args.audio)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -231,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="a small run (about a minute) that proves the pipeline")
+    p.add_argument("--audio", action="store_true", help="also read some stories aloud with espeak-ng and train on "
+                   "their log-mel + k-means units (needs espeak-ng: apt-get install espeak-ng)")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("tiny-run", help="a one-minute tiny-model run on this CPU that shows the model working")

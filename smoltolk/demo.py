@@ -33,18 +33,20 @@ class DemoSize:
     pretrain_steps: int
     stage1_steps: int
     stage2_steps: int
+    n_audio: int = 150  # speech-corpus stories read by espeak-ng with --audio (smoltolk.world.audio)
 
 
 SIZES = {
     # proves the pipeline, not the claim (the tests run it)
     "quick": DemoSize(n_text=300, n_speech=150, n_bench_stories=16, n_bench_pairs=16, layers=2, width=64, context=128,
-                      micro_batch=4, pretrain_steps=20, stage1_steps=4, stage2_steps=16),
+                      micro_batch=4, pretrain_steps=20, stage1_steps=4, stage2_steps=16,
+                      n_audio=6),
     "default": DemoSize(n_text=4000, n_speech=2000, n_bench_stories=200, n_bench_pairs=200, layers=4, width=128,
                         context=256, micro_batch=8, pretrain_steps=600, stage1_steps=30, stage2_steps=600),
 }
 
 
-def _datasets(data: Path, modalities: tuple[str, ...]) -> list[dict]:
+def _datasets(data: Path, modalities: tuple[str, ...], audio: bool = False) -> list[dict]:
     out = []
     if "speech" in modalities:
         out.append({"path": str(data / "speech"), "modality": "speech"})
@@ -52,6 +54,8 @@ def _datasets(data: Path, modalities: tuple[str, ...]) -> list[dict]:
         out.append({"path": str(data / "text"), "modality": "text"})
     if "interleaved" in modalities:
         out.append({"path": str(data / "speech"), "modality": "interleaved"})
+    if audio:  # the stories espeak-ng read (--audio): more speech and interleaved data
+        out += [{"path": str(data / "audio"), "modality": m} for m in ("speech", "interleaved") if m in modalities]
     return out
 
 
@@ -75,8 +79,12 @@ def _export(checkpoint: str, target: Path) -> Path:
     return target
 
 
-def run_demo(out: str | Path, seed: int = 0, quick: bool = False, progress: bool = True) -> dict:
-    """Run the whole demo into ``out``; returns the summary (also written as ``summary.json``)."""
+def run_demo(out: str | Path, seed: int = 0, quick: bool = False, progress: bool = True, audio: bool = False) -> dict:
+    """Run the whole demo into ``out``; returns the summary (also written as ``summary.json``).
+
+    ``audio``: also read ``n_audio`` speech-corpus stories aloud with espeak-ng, tokenize them with
+    log-mel features + k-means (:mod:`smoltolk.world.audio`) and train on them as one more speech corpus.
+    """
     from smoltolk.data.prepare import PrepareSettings, default_text_eos_id, prepare
     from smoltolk.model.hf import load_tokenizer
     from smoltolk.world.build import build_world
@@ -86,6 +94,10 @@ def run_demo(out: str | Path, seed: int = 0, quick: bool = False, progress: bool
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     say = print if progress else (lambda *a, **k: None)
+    if audio:  # fail before any work when espeak-ng is missing
+        from smoltolk.world.audio import find_espeak
+
+        find_espeak()
 
     say(f"[1/6] generating the mini-world (seed {seed})")
     world_dir = out / "world"
@@ -97,6 +109,7 @@ def run_demo(out: str | Path, seed: int = 0, quick: bool = False, progress: bool
     say("[2/6] preparing shards")
     prepare(world_dir / "text.jsonl", out / "data" / "text", "text", settings, progress=progress)
     prepare(world_dir / "speech.jsonl", out / "data" / "speech", "speech", settings, progress=progress)
+    audio_stats = _audio_route(world_dir, out, size.n_audio, seed, settings, say, progress) if audio else None
 
     say("[3/6] pretraining a tiny text backbone")
     vocab = load_tokenizer(tok).get_vocab_size()
@@ -121,7 +134,7 @@ def run_demo(out: str | Path, seed: int = 0, quick: bool = False, progress: bool
         run = _train({**json.loads(json.dumps(common)),
                       "model": {"backbone_dir": str(backbone_dir), "speech": to_dict(speech)},
                       "data": {**common["data"],
-                               "datasets": _datasets(out / "data", ("speech", "text", "interleaved"))},
+                               "datasets": _datasets(out / "data", ("speech", "text", "interleaved"), audio)},
                       "optim": {"lr": 1e-3, "warmup_steps": max(1, size.stage1_steps // 4)},
                       "schedule": {**common["schedule"], "stage1_steps": size.stage1_steps,
                                    "stage2_steps": size.stage2_steps},
@@ -136,11 +149,37 @@ def run_demo(out: str | Path, seed: int = 0, quick: bool = False, progress: bool
     summary = {"seed": seed, "size": dataclasses.asdict(size), "world": {k: world[k] for k in world if k != "notes"},
                "results": results, "segmentation": analysis, "samples": samples,
                "seconds": round(time.time() - t0, 1)}
+    if audio_stats:
+        summary["audio"] = audio_stats
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     report = render_report(summary)
     (out / "report.md").write_text(report)
     print(report)
     return summary
+
+
+def _audio_route(world_dir: Path, out: Path, n: int, seed: int, settings, say, progress: bool) -> dict:
+    """--audio: espeak-ng reads ``n`` speech-corpus stories; log-mel + k-means units, prepared as ``data/audio``."""
+    from smoltolk.data.prepare import prepare
+    from smoltolk.world.audio import speak_world
+
+    say(f"[2/6] --audio: espeak-ng reads {n} speech-corpus stories; log-mel features + k-means -> units")
+    stats = speak_world(world_dir, out / "audio", n, seed=seed, num_units=settings.num_units, progress=progress)
+    prepare(stats["manifest"], out / "data" / "audio", "speech", settings, progress=progress)
+    return stats
+
+
+def _audio_lines(audio: dict | None) -> list[str]:
+    if not audio:
+        return []
+    km = audio["kmeans"]
+    return ["", f"Audio route (--audio): espeak-ng read {audio['utterances']} speech-corpus stories "
+            f"({60 * audio['hours']:.1f} min, {audio['words']} words) -> {audio['units']} units "
+            f"({audio['units_per_second']:g} per second, {audio['units_per_word']:g} per word; "
+            f"{audio['clusters_used']} of k={km['k']} clusters used, unit perplexity {audio['unit_perplexity']:g}). "
+            f"K-means fitted on {km['frames']} log-mel frames at {km['features']['frame_rate']:g} Hz in "
+            f"{km['fit_seconds']:g} s. These units are clusters of their own (sharing the unit ids with the "
+            "pseudo-speech); every model trained on them as extra speech and interleaved data."]
 
 
 TABLE_COLUMNS = [("BLIMP T", "blimp_text", None), ("BLIMP S", "sblimp", None),
@@ -229,6 +268,7 @@ def render_report(summary: dict) -> str:
                   "held-out test utterances, 1-unit tolerance): "
                   f"P {100 * seg['precision']:.1f} R {100 * seg['recall']:.1f} F1 {100 * seg['f1']:.1f} "
                   f"R-value {100 * seg['r_value']:.1f}"]
+    lines += _audio_lines(summary.get("audio"))
     if summary.get("samples"):
         lines += ["", "Greedy continuations by SmolTolk:"]
         for s in summary["samples"]:
