@@ -2,9 +2,10 @@
 
 Generates the seeded world (:mod:`smoltolk.world`), prepares its corpora, pretrains a tiny text
 backbone (saved as a Hugging Face directory with its tokenizer.json), trains the baseline and
-SmolTolk from it on the same token budget with the two-stage recipe, evaluates both on the
-held-out-topic and heard-topic benchmarks, analyses SmolTolk's layer weights, and writes a
-Markdown report. Everything lands in one output directory.
+SmolTolk and SmolTolk without its adapters (Table 2's "-Adapters") from it on the same token
+budget with the two-stage recipe, evaluates all three on the held-out-topic and heard-topic
+benchmarks, analyses SmolTolk's layer weights, and writes a Markdown report. Everything lands in
+one output directory.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from smoltolk.config import from_dict, to_dict
-from smoltolk.model.config import BASELINE, BackboneConfig, SpeechConfig
+from smoltolk.errors import ConfigError
+from smoltolk.model.config import ABLATIONS, BASELINE, BackboneConfig, SpeechConfig
 
 
 @dataclass
@@ -35,6 +37,9 @@ class DemoSize:
     stage2_steps: int
     n_audio: int = 150  # speech-corpus stories read by espeak-ng with --audio (smoltolk.world.audio)
 
+
+MODELS = {"baseline": BASELINE, "smoltolk": {}, "smoltolk-no-adapters": ABLATIONS["no-adapters"]}  # speech configs
+MIN_GAP_WORDS = 300  # the world's spacing of held-out words in speech: at least the context + 1 (see Split)
 
 SIZES = {
     # proves the pipeline, not the claim (the tests run it)
@@ -101,14 +106,20 @@ def run_demo(out: str | Path, seed: int = 0, quick: bool = False, progress: bool
 
     say(f"[1/6] generating the mini-world (seed {seed})")
     world_dir = out / "world"
+    if size.context + 1 > MIN_GAP_WORDS:
+        raise ConfigError(f"demo context {size.context}: samples of context + 1 tokens must span at most "
+                          f"MIN_GAP_WORDS = {MIN_GAP_WORDS} words for the knowledge split to hold")
     world = build_world(world_dir, seed=seed, n_text=size.n_text, n_speech=size.n_speech,
-                        n_bench_stories=size.n_bench_stories, n_bench_pairs=size.n_bench_pairs)
+                        n_bench_stories=size.n_bench_stories, n_bench_pairs=size.n_bench_pairs,
+                        min_gap_words=MIN_GAP_WORDS)
     tok = world_dir / "tokenizer.json"
     eos = default_text_eos_id(tok)
     settings = PrepareSettings(str(tok), text_eos_id=eos, shard_size=max(size.n_text // 2, 1), workers=1)
     say("[2/6] preparing shards")
     prepare(world_dir / "text.jsonl", out / "data" / "text", "text", settings, progress=progress)
-    prepare(world_dir / "speech.jsonl", out / "data" / "speech", "speech", settings, progress=progress)
+    # speech as one shard: the samplers then read it cyclically in the order the split was checked in
+    prepare(world_dir / "speech.jsonl", out / "data" / "speech", "speech",
+            dataclasses.replace(settings, shard_size=world["counts"]["speech_utterances"]), progress=progress)
     audio_stats = _audio_route(world_dir, out, size.n_audio, seed, settings, say, progress) if audio else None
 
     say("[3/6] pretraining a tiny text backbone")
@@ -129,10 +140,11 @@ def run_demo(out: str | Path, seed: int = 0, quick: bool = False, progress: bool
     backbone_dir = _export(pre["checkpoint"], out / "models" / "backbone")
 
     models = {}
-    for i, (name, speech) in enumerate([("baseline", SpeechConfig(**BASELINE)), ("smoltolk", SpeechConfig())]):
-        say(f"[4/6] training {name} ({i + 1}/2): {size.stage1_steps} stage-1 + {size.stage2_steps} stage-2 steps")
+    for i, (name, switches) in enumerate(MODELS.items()):
+        say(f"[4/6] training {name} ({i + 1}/{len(MODELS)}): {size.stage1_steps} stage-1 + "
+            f"{size.stage2_steps} stage-2 steps")
         run = _train({**json.loads(json.dumps(common)),
-                      "model": {"backbone_dir": str(backbone_dir), "speech": to_dict(speech)},
+                      "model": {"backbone_dir": str(backbone_dir), "speech": to_dict(SpeechConfig(**switches))},
                       "data": {**common["data"],
                                "datasets": _datasets(out / "data", ("speech", "text", "interleaved"), audio)},
                       "optim": {"lr": 1e-3, "warmup_steps": max(1, size.stage1_steps // 4)},
@@ -197,7 +209,7 @@ def _evaluate(world_dir: Path, models: dict[str, Path], out: Path, progress: boo
     results = {}
     for split in ("held_out", "heard"):
         cfg = build_eval_config(None, [], eval_task_overrides(world_dir / "bench" / split), progress=progress)
-        summary = evaluate([str(models["baseline"]), str(models["smoltolk"])], cfg, out / split)
+        summary = evaluate([str(m) for m in models.values()], cfg, out / split)
         results[split] = {c["name"]: c["results"] for c in summary["checkpoints"]}
     return results
 
@@ -252,9 +264,11 @@ def _fmt(v: float | None) -> str:
 def render_report(summary: dict) -> str:
     lines = ["# SmolTolk mini-world demo", "",
              f"seed {summary['seed']}, {summary['seconds']} s. Accuracy (%) on benchmark items built on topics "
-             "**never heard in speech** (held out) and, for contrast, on heard topics. Scoring: mean log-probability "
-             "per token; cross-modal StoryCloze scores the ending only (tSC: random endings, sSC: endings that break "
-             "the world's logic). Chance is 50.", ""]
+             "whose associations were **never heard in speech** (held out: their words occur in speech only alone, "
+             "in carrier utterances) and, for contrast, on heard topics. Models: the baseline (plain vocabulary "
+             "expansion), SmolTolk, and SmolTolk without its adapters (paper Table 2's -Adapters). Scoring: mean "
+             "log-probability per token; cross-modal StoryCloze scores the ending only (tSC: random endings, sSC: "
+             "endings that break the world's logic). Chance is 50.", ""]
     header = "| split | model | " + " | ".join(c[0] for c in TABLE_COLUMNS) + " | speech NLL |"
     lines += [header, "|" + "---|" * (len(TABLE_COLUMNS) + 3)]
     for split, by_model in summary["results"].items():

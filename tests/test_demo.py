@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from smoltolk.cli import main
-from smoltolk.demo import TABLE_COLUMNS
+from smoltolk.demo import MODELS, TABLE_COLUMNS
 
 
 def test_quick_demo_produces_every_artefact(tmp_path, capsys):
@@ -13,13 +13,15 @@ def test_quick_demo_produces_every_artefact(tmp_path, capsys):
     assert main(["demo", "--quick", "--out", str(out)]) == 0
     for path in ("world/world.json", "world/tokenizer.json", "data/text/index.json", "data/speech/index.json",
                  "models/backbone/config.json", "models/backbone/tokenizer.json", "models/baseline/model.safetensors",
-                 "models/smoltolk/model.safetensors", "eval/held_out/results.md", "eval/heard/results.json",
+                 "models/smoltolk/model.safetensors", "models/smoltolk-no-adapters/model.safetensors",
+                 "eval/held_out/results.md", "eval/heard/results.json",
                  "report.md", "summary.json"):
         assert (out / path).is_file(), path
     assert list((out / "analysis").rglob("*.png"))
     report = (out / "report.md").read_text()
     rows = [line for line in report.splitlines() if line.startswith("| held_out") or line.startswith("| heard")]
-    assert len(rows) == 4
+    assert len(rows) == 2 * len(MODELS) == 6
+    assert {row.split("|")[2].strip() for row in rows} == set(MODELS)
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert len(cells) == 2 + len(TABLE_COLUMNS) + 1
