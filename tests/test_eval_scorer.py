@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import NUM_UNITS, TEXT_VOCAB, tiny_model
 
-from smoltolk.errors import CheckpointError, InputError
+from smoltolk.errors import CheckpointError, ConfigError, InputError
 from smoltolk.eval.scorer import (
     Item,
     LikelihoodScorer,
@@ -106,11 +106,13 @@ def random_items(n: int, seed: int = 0) -> list[Item]:
 
 @pytest.mark.parametrize("variant", ["smoltolk", "baseline"])
 @pytest.mark.parametrize("layout", ["padded", "packed"])
-def test_batched_equals_one_at_a_time(variant, layout):
+@pytest.mark.parametrize("share", [True, False])
+def test_batched_equals_one_at_a_time(variant, layout, share):
     model = tiny_model(variant)
     items = random_items(40)
-    alone = LikelihoodScorer(model, batch_tokens=1, text_bos=3).score(items)
-    batched = LikelihoodScorer(model, batch_tokens=300, layout=layout, pack_length=64, text_bos=3).score(items)
+    alone = LikelihoodScorer(model, batch_tokens=1, share_prefixes=False, text_bos=3).score(items)
+    batched = LikelihoodScorer(model, batch_tokens=300, layout=layout, pack_length=64, text_bos=3,
+                               share_prefixes=share).score(items)
     assert [s.num_tokens for s in alone] == [s.num_tokens for s in batched]
     for a, b in zip(alone, batched):
         assert b.logprob == pytest.approx(a.logprob, abs=1e-4)
@@ -156,3 +158,123 @@ def test_ties_count_half():
     assert choice_score([-1.0, -1.0, -3.0, -4.0], 0) == 0.5
     assert choice_score([-1.0, -2.0, -1.0, -1.0], 2) == pytest.approx(1 / 3)
     assert choice_score([-1.0, -2.0], 1) == 0.0
+
+
+# ----------------------------------------------------------------- shared prefixes
+def units(rng: random.Random, n: int) -> tuple[int, ...]:
+    return tuple(rng.randrange(NUM_UNITS) for _ in range(n))
+
+
+def words(rng: random.Random, n: int) -> tuple[int, ...]:
+    return tuple(rng.randrange(TEXT_VOCAB) for _ in range(n))
+
+
+def sharing_items(seed: int = 0) -> list[Item]:
+    """Benchmark-shaped tuples that share prefixes, mixed with items that share nothing."""
+    rng = random.Random(seed)
+    items = []
+    for k in range(4):
+        context = units(rng, rng.randint(10, 30))
+        # speech-only stories scored whole; the shared prefix ends inside the speech run
+        items += [speech_item(context + units(rng, rng.randint(3, 9))) for _ in range(2 if k % 2 else 4)]
+        text = words(rng, rng.randint(10, 20))
+        items += [text_item(text + words(rng, rng.randint(2, 6))) for _ in range(2)]  # text-only
+        items += [continuation_item(Segment("text", text), Segment("speech", units(rng, rng.randint(3, 8))))
+                  for _ in range(4 if k % 2 else 2)]  # T->S: the shared prefix ends at the SWT
+        items += [continuation_item(Segment("speech", context), Segment("text", words(rng, rng.randint(2, 5))))
+                  for _ in range(2)]  # S->T
+        items.append(speech_item(units(rng, rng.randint(5, 40))))  # shares nothing
+    story = units(rng, 25)
+    items += [speech_item(story), speech_item(story)]  # exact duplicates
+    items += [speech_item(story[:12]), speech_item(story[:12] + units(rng, 6))]  # one is a prefix of the other
+    mixed = (Segment("text", words(rng, 9)), Segment("speech", units(rng, 6)))
+    items += [Item((*mixed, Segment("text", words(rng, 3))), 0) for _ in range(2)]  # text, speech, text
+    rng.shuffle(items)
+    return items
+
+
+def test_shared_groups_are_exact_prefixes_that_never_shrink():
+    scorer = LikelihoodScorer(tiny_model(), min_shared=3, text_bos=1)
+    seqs = [[5, 6, 7, 8, 9], [5, 6, 7, 8, 2], [5, 6, 9], [3, 3], [4, 4, 4, 4], [4, 4, 4, 4]]
+    built = [scorer.build(text_item(s)) for s in seqs]
+    groups, alone = scorer.shared_groups(built)
+    # sorted: ... [1, 5, 6, 7, 8, 2] [1, 5, 6, 7, 8, 9] [1, 5, 6, 9]: the last shares 3 >= min_shared
+    # positions with its neighbour, but joining would shrink the group's 5; the duplicates share all 5
+    assert sorted((g.shared, sorted(g.members)) for g in groups) == [(5, [0, 1]), (5, [4, 5])]
+    assert sorted(alone) == [2, 3]
+    text_only = LikelihoodScorer(tiny_model(), min_shared=3, text_bos=1)
+    same_ids = [text_item([5, 6, 7]), continuation_item(Segment("text", (5, 6)), Segment("text", (7,)))]
+    groups, _ = text_only.shared_groups([text_only.build(it) for it in same_ids])
+    assert groups == []  # same ids, but one scores 5 and 6 and the other does not: nothing shared
+    with pytest.raises(ConfigError, match="min_shared"):
+        LikelihoodScorer(tiny_model(), min_shared=1)
+
+
+@pytest.mark.parametrize("variant", ["smoltolk", "baseline"])
+@pytest.mark.parametrize("layout", ["padded", "packed"])
+@pytest.mark.parametrize("batch_tokens", [1, 90, 4096])
+def test_shared_prefixes_score_as_items_alone(variant, layout, batch_tokens):
+    model = tiny_model(variant)
+    items = sharing_items()
+    alone = LikelihoodScorer(model, batch_tokens=1, share_prefixes=False, text_bos=3).score(items)
+    scorer = LikelihoodScorer(model, batch_tokens=batch_tokens, layout=layout, pack_length=64, text_bos=3)
+    groups, _ = scorer.shared_groups([scorer.build(it) for it in items])
+    assert {len(g.members) for g in groups} == {2, 4} and len(groups) >= 16  # the sharing path does run
+    shared = scorer.score(items)
+    assert [s.num_tokens for s in shared] == [s.num_tokens for s in alone]
+    assert max(abs(a.logprob - b.logprob) for a, b in zip(alone, shared)) <= 1e-5
+
+
+def test_shared_prefix_scores_match_hand_computed_log_probs():
+    model = tiny_model()
+    context = Segment("text", (5, 9, 2, 7, 7, 30, 11, 4))
+    endings = [(4, 8, 12), (4, 8, 13, 1)]  # the endings share their first two units as well
+    items = [continuation_item(context, Segment("speech", e)) for e in endings]
+    scorer = LikelihoodScorer(model, text_bos=1, min_shared=8)
+    groups, _ = scorer.shared_groups([scorer.build(it) for it in items])
+    assert [g.shared for g in groups] == [12]  # BOS, 8 text, SWT, 4, 8
+    scores = scorer.score(items)
+    for ending, score in zip(endings, scores):
+        ids = [1, *context.ids, SWT, *ending]
+        speech = [False] * 10 + [True] * len(ending)
+        assert score.num_tokens == len(ending)
+        assert score.logprob == pytest.approx(by_hand(model, ids, speech, range(10, len(ids))), abs=1e-5)
+
+
+def test_shared_prefixes_do_less_work():
+    model = tiny_model()
+    items = sharing_items()
+    positions = []
+    hook = model.register_forward_pre_hook(lambda _, args: positions.append(args[0].numel()))
+    try:
+        LikelihoodScorer(model, share_prefixes=False, text_bos=3).score(items)
+        LikelihoodScorer(model, text_bos=3).score(items)
+    finally:
+        hook.remove()
+    assert len(positions) >= 3  # one batch without sharing; prefixes, then suffixes with it
+    alone, shared = positions[0], sum(positions[1:])
+    assert shared < 0.7 * alone
+
+
+def test_text_backbone_shares_prefixes():
+    backbone: LlamaLM = tiny_model().backbone
+    rng = random.Random(1)
+    contexts = [words(rng, 12) for _ in range(3)]
+    items = [text_item(c + words(rng, rng.randint(1, 5))) for c in contexts for _ in range(3)]
+    items.append(text_item(contexts[0]))  # a prefix of three others
+    alone = LikelihoodScorer(backbone, batch_tokens=1, share_prefixes=False, text_bos=0).score(items)
+    shared = LikelihoodScorer(backbone, batch_tokens=40, text_bos=0).score(items)
+    assert [s.num_tokens for s in shared] == [s.num_tokens for s in alone]
+    assert max(abs(a.logprob - b.logprob) for a, b in zip(alone, shared)) <= 1e-5
+
+
+def test_items_without_targets_score_nothing():
+    scores = LikelihoodScorer(tiny_model(), text_bos=None).score([text_item([4]), text_item([4])])
+    assert [(s.logprob, s.num_tokens) for s in scores] == [(0.0, 0), (0.0, 0)]
+
+
+def test_eval_config_shares_prefixes_unless_told_not_to():
+    from smoltolk.eval.config import build_eval_config
+
+    assert build_eval_config().share_prefixes is True
+    assert build_eval_config(overrides=["share_prefixes=false"]).share_prefixes is False

@@ -201,6 +201,39 @@ def test_cached_decoding_equals_the_full_forward(variant):
         assert (torch.cat([p[name] for p in parts], 1) - full[name]).abs().max() <= 1e-5, name
 
 
+@pytest.mark.parametrize("variant", ["smoltolk", "baseline"])
+def test_a_selected_cache_continues_each_row_as_the_full_forward(variant):
+    model = tiny_model(variant)
+    ids, is_speech = mixed_batch(3, 26, seed=5)
+    cut = 7  # inside a speech run in rows 0 and 2, inside a text run in row 1
+    cache = Cache()
+    _outputs(model, ids[:2, :cut], is_speech[:2, :cut], cache=cache)
+    rows = torch.tensor([1, 0, 0])  # cached row 1 once, row 0 twice (the second with row 2's suffix)
+    suffix_ids = torch.cat([ids[1:2, cut:], ids[0:1, cut:], ids[2:3, cut:]])
+    suffix_speech = torch.cat([is_speech[1:2, cut:], is_speech[0:1, cut:], is_speech[2:3, cut:]])
+    got = _outputs(model, suffix_ids, suffix_speech, cache=cache.select(rows))
+    full = _outputs(model, torch.cat([ids[rows, :cut], suffix_ids], 1),
+                    torch.cat([is_speech[rows, :cut], suffix_speech], 1))
+    assert cache.length == cut  # selecting copies: the source cache is unchanged
+    for name in full:
+        assert (got[name] - full[name][:, cut:]).abs().max() <= 1e-5, name
+
+
+@pytest.mark.parametrize("variant", ["smoltolk", "baseline"])
+def test_head_inputs_are_what_the_heads_map_to_logits(variant):
+    model = tiny_model(variant)
+    ids, is_speech = mixed_batch(2, 20, seed=1)
+    with torch.no_grad():
+        plain = model(ids, is_speech, logits="all")
+        out = model(ids, is_speech, logits="none", return_head_inputs=True)
+        assert plain.text_head_input is None and plain.speech_head_input is None
+        assert out.text_logits is None and out.text_head_input.shape == (2, 20, 32)
+        assert torch.equal(model.backbone.lm_head(out.text_head_input), plain.text_logits)
+        assert torch.equal(model.speech_head(out.speech_head_input), plain.speech_logits)
+        states = model.backbone(ids.masked_fill(is_speech, 0), apply_head=False)
+        assert torch.equal(model.backbone.lm_head(states), model.backbone(ids.masked_fill(is_speech, 0)))
+
+
 def test_one_token_at_a_time_text_then_speech():
     model = tiny_model("smoltolk")
     is_speech = torch.tensor([[False] * 6 + [True] * 10])

@@ -159,7 +159,8 @@ def evaluate_checkpoint(path: str, tasks: list[Task], units: dict[str, UnitStore
     if any(t.text for t in tasks):
         tokenizer = load_tokenizer(cfg.tokenizer or path)
     scorer = LikelihoodScorer(model, batch_tokens=cfg.batch_tokens, layout=cfg.layout, pack_length=cfg.pack_length,
-                              text_bos=resolve_text_bos(model, cfg.text_bos), progress=cfg.progress)
+                              text_bos=resolve_text_bos(model, cfg.text_bos), share_prefixes=cfg.share_prefixes,
+                              progress=cfg.progress)
     results: dict[str, Any] = {}
     for task in tasks:
         start = time.perf_counter()

@@ -10,12 +10,28 @@ sequence the way training data looks:
   ``score_from=1`` with two segments: the continuation only). BOS and SWT are never scored.
 
 The target at position t+1 is scored with the head of its own modality: log_softmax of the
-text logits for a text target, of the speech logits for a speech target. Items are sorted by
-length and grouped into batches of at most ``batch_tokens`` tokens, either right-padded (each
-item one row; causal attention never looks ahead at the pads, so no mask is needed) or packed
-(several items per row, each its own document through ``doc_ids``: attention never crosses
-items and positions restart at each).
-Both layouts give the same numbers as scoring items one at a time.
+text logits for a text target, of the speech logits for a speech target. Each head runs only
+on the positions whose target it scores (the model returns the heads' inputs, see
+``TextSpeechLM.forward(return_head_inputs=True)``); no logits are computed for context, BOS,
+SWT or pads.
+
+Items are sorted by length and grouped into batches of at most ``batch_tokens`` positions,
+either right-padded (each item one row; causal attention never looks ahead at the pads, so no
+mask is needed) or packed (several items per row, each its own document through ``doc_ids``:
+attention never crosses items and positions restart at each).
+
+Shared prefixes (``share_prefixes``, on by default): benchmark items come in tuples that share
+a context (a StoryCloze story with its good and bad ending, scored whole or from the ending).
+The built sequences are sorted and runs of neighbours that agree exactly (ids, modality and
+scored flags) on at least ``min_shared`` leading positions form a group. Each group's shared
+prefix but its last position runs once (one left-padded row per group, many groups per batch,
+the pads a document of their own), filling a KV cache of every stack; the cache rows are then
+replicated per member and each member runs from the last shared position on (its output scores
+the first target after the prefix), so an input-adapter speech run cut by the prefix continues
+as it would have. Scored targets inside the prefix count once for each member. Items that
+share nothing with a neighbour use the layout above.
+
+Every way gives the same numbers as scoring items one at a time (to float rounding).
 
 The model is a :class:`~smoltolk.model.tslm.TextSpeechLM` or a plain
 :class:`~smoltolk.model.llama.LlamaLM` (a text backbone: text-only items, no SWT).
@@ -32,6 +48,7 @@ import torch
 from torch import Tensor
 
 from smoltolk.errors import CheckpointError, ConfigError, InputError
+from smoltolk.model.cache import Cache
 from smoltolk.model.llama import LlamaLM
 from smoltolk.model.tslm import TextSpeechLM
 
@@ -107,37 +124,49 @@ class _Built:
     speech: list[bool]
     scored: list[bool]  # scored[i]: token i is a scored target (never i = 0)
 
+    def window(self, start: int, stop: int | None = None) -> _Built:
+        return _Built(self.ids[start:stop], self.speech[start:stop], self.scored[start:stop])
+
 
 class LikelihoodScorer:
     """Score items with a text-speech LM (or a text backbone) in length-sorted batches.
 
     batch_tokens: at most this many positions per forward pass (a single longer item still
-        runs, alone). The text logits of a batch take batch_tokens x text vocab floats.
+        runs, alone); a row that continues a cached shared prefix counts the prefix too.
     layout: "padded" (one item per row, right-padded) or "packed" (items share rows of
         ``pack_length`` positions, or the longest item's length if that is more).
     text_bos: the id put before items that start with text, or None for none (then the first
         text token has no context and is not scored).
+    share_prefixes: run a prefix shared by several items once (see the module docstring);
+        items that share none use ``layout``.
+    min_shared: the shortest shared prefix (positions, BOS included) worth a run of its own.
     """
 
     def __init__(self, model: TextSpeechLM | LlamaLM, *, batch_tokens: int = 2048,
                  layout: Literal["padded", "packed"] = "padded", pack_length: int = 1024,
-                 text_bos: int | None = None, progress: bool = False) -> None:
+                 text_bos: int | None = None, share_prefixes: bool = True, min_shared: int = 8,
+                 progress: bool = False) -> None:
         if layout not in ("padded", "packed"):
             raise ConfigError(f"layout: expected 'padded' or 'packed', got {layout!r}")
         if batch_tokens < 1 or pack_length < 1:
             raise ConfigError(f"batch_tokens ({batch_tokens}) and pack_length ({pack_length}) must be positive")
+        if min_shared < 2:
+            raise ConfigError(f"min_shared: expected at least 2 positions (BOS and one more), got {min_shared}")
         self.model = model
         self.batch_tokens, self.layout, self.pack_length = batch_tokens, layout, pack_length
+        self.share_prefixes, self.min_shared = share_prefixes, min_shared
         self.progress = progress
         self.speech = isinstance(model, TextSpeechLM)
         if self.speech:
             self.text_vocab, self.speech_vocab = model.text_vocab_size, model.speech_vocab_size
             self.swt_id, self.speech_bos = model.swt_id, model.config.speech.eos_id
             self.num_units = model.config.speech.num_units
+            self.text_head, self.speech_head = model.backbone.lm_head, model.speech_head
         else:
             self.text_vocab, self.speech_vocab = model.config.vocab_size, 0
             self.swt_id = self.speech_bos = None
             self.num_units = 0
+            self.text_head, self.speech_head = model.lm_head, None
         if text_bos is not None and not 0 <= text_bos < self.text_vocab:
             raise ConfigError(f"text_bos: id {text_bos} is outside the text vocabulary [0, {self.text_vocab})")
         self.text_bos = text_bos
@@ -189,18 +218,8 @@ class LikelihoodScorer:
     def _batches(self, lengths: list[int]) -> list[list[list[int]]]:
         """Item indices grouped into batches of rows: batch -> row -> items (longest first)."""
         order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-        batches: list[list[list[int]]] = []
         if self.layout == "padded":
-            batch: list[list[int]] = []
-            for i in order:
-                width = lengths[batch[0][0]] if batch else lengths[i]
-                if batch and (len(batch) + 1) * width > self.batch_tokens:
-                    batches.append(batch)
-                    batch = []
-                batch.append([i])
-            if batch:
-                batches.append(batch)
-            return batches
+            return [[[order[k]] for k in batch] for batch in _cut([lengths[i] for i in order], self.batch_tokens)]
         # packed: first-fit decreasing into rows of `capacity` positions
         capacity = max(self.pack_length, max(lengths, default=1))
         rows: list[list[int]] = []
@@ -217,6 +236,29 @@ class LikelihoodScorer:
         per_batch = max(1, self.batch_tokens // capacity)
         return [rows[k:k + per_batch] for k in range(0, len(rows), per_batch)]
 
+    def shared_groups(self, built: list[_Built]) -> tuple[list[SharedGroup], list[int]]:
+        """Groups of sequences that agree exactly (ids, modality, scored) on their first ``shared``
+        >= ``min_shared`` positions, and the indices of the sequences in no group.
+
+        The sequences are sorted, so a group is a run of neighbours; a run takes the next
+        sequence while it shares at least the run's prefix with the previous one (so a group's
+        shared prefix never shrinks as it grows).
+        """
+        keys = [tuple(zip(b.ids, b.speech, b.scored)) for b in built]
+        order = sorted(range(len(keys)), key=keys.__getitem__)
+        runs: list[SharedGroup] = []
+        run = SharedGroup(0, order[:1])
+        for prev, i in zip(order, order[1:]):
+            n = _common_prefix(keys[prev], keys[i])
+            if n >= max(run.shared, self.min_shared):
+                run.shared = run.shared or n
+                run.members.append(i)
+            else:
+                runs.append(run)
+                run = SharedGroup(0, [i])
+        runs.append(run)
+        return [g for g in runs if len(g.members) > 1], [g.members[0] for g in runs if len(g.members) == 1]
+
     # ----------------------------------------------------------------- scoring
     @torch.inference_mode()
     def score(self, items: Sequence[Item]) -> list[ItemScore]:
@@ -224,60 +266,147 @@ class LikelihoodScorer:
         built = [self.build(it) for it in items]
         sums = torch.zeros(len(items), dtype=torch.float64)
         counts = torch.zeros(len(items), dtype=torch.long)
-        batches = self._batches([len(b.ids) for b in built])
+        groups, alone = self.shared_groups(built) if self.share_prefixes else ([], list(range(len(built))))
+        work = [(self._score_rows, [[alone[k] for k in row] for row in rows], sum(map(len, rows)))
+                for rows in self._batches([len(built[i].ids) for i in alone])]
+        by_prefix = sorted(groups, key=lambda g: -g.shared)
+        work += [(self._score_shared, [by_prefix[k] for k in batch], sum(len(by_prefix[k].members) for k in batch))
+                 for batch in _cut([g.shared for g in by_prefix], self.batch_tokens)]
         bar = None
         if self.progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(items), unit="item", desc="score", leave=False)
-        for rows in batches:
-            s, c, owner = self._score_batch(rows, built)
+        for run, batch, num_items in work:
+            s, c, owner = run(batch, built)
             sums.index_add_(0, owner, s)
             counts.index_add_(0, owner, c)
             if bar is not None:
-                bar.update(sum(len(r) for r in rows))
+                bar.update(num_items)
         if bar is not None:
             bar.close()
         return [ItemScore(float(s), int(n)) for s, n in zip(sums, counts)]
 
-    def _score_batch(self, rows: list[list[int]], built: list[_Built]) -> tuple[Tensor, Tensor, Tensor]:
-        width = max(sum(len(built[i].ids) for i in row) for row in rows)
-        b = len(rows)
-        ids = torch.zeros(b, width, dtype=torch.long)
-        speech = torch.zeros(b, width, dtype=torch.bool)
-        scored = torch.zeros(b, width, dtype=torch.bool)
-        owner = torch.full((b, width), -1, dtype=torch.long)  # item index of each position, -1 = pad
-        doc = torch.zeros(b, width, dtype=torch.long)
-        for r, row in enumerate(rows):
-            pos = 0
-            for k, i in enumerate(row):
-                item, n = built[i], len(built[i].ids)
-                ids[r, pos:pos + n] = torch.tensor(item.ids)
-                speech[r, pos:pos + n] = torch.tensor(item.speech)
-                scored[r, pos:pos + n] = torch.tensor(item.scored)
-                owner[r, pos:pos + n] = i
-                doc[r, pos:pos + n] = k
-                pos += n
-            doc[r, pos:] = len(row)  # pads: a document of their own (packed rows)
-        device = self.device
-        packed = self.layout == "packed"
-        text_logits, speech_logits = self._logits(ids.to(device), speech.to(device), doc.to(device) if packed else None)
-        # the logits at t score the target at t + 1
-        tgt, tgt_speech, tgt_scored = ids[:, 1:], speech[:, 1:], scored[:, 1:]
-        logprob = torch.zeros(b, width - 1, dtype=torch.float64)
-        for sel, logits in ((tgt_scored & ~tgt_speech, text_logits), (tgt_scored & tgt_speech, speech_logits)):
-            if sel.any():
-                rows_logits = logits[:, :-1][sel.to(device)].float()  # (N, V)
-                lp = torch.log_softmax(rows_logits, dim=-1).gather(1, tgt[sel].to(device)[:, None])[:, 0]
-                logprob[sel] = lp.double().cpu()
-        own = owner[:, 1:][tgt_scored]
-        return logprob[tgt_scored], torch.ones_like(own), own
+    def _score_rows(self, rows: list[list[int]], built: list[_Built]) -> tuple[Tensor, Tensor, Tensor]:
+        """One batch of whole items (``rows``: row -> item indices): per scored target its
+        log-prob, 1, and its item."""
+        ids, speech, scored, owner, doc = _pack([[(i, built[i]) for i in row] for row in rows])
+        logprob = self._logprobs(ids, speech, scored, doc if self.layout == "packed" else None, None)
+        sel = scored[:, 1:]
+        own = owner[:, 1:][sel]
+        return logprob[sel], torch.ones_like(own), own
 
-    def _logits(self, ids: Tensor, speech: Tensor, doc: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    def _score_shared(self, groups: list[SharedGroup], built: list[_Built]) -> tuple[Tensor, Tensor, Tensor]:
+        """Each group's shared prefix once (one left-padded row per group, kept in a cache), then
+        the rest of every member on top of its group's cached row. Returns per-item partial
+        sums, counts and the items they belong to (an item may appear more than once)."""
+        # prefix rows: inputs are positions 0..P-2, targets 1..P-1: every target the members share
+        prefix = _pack([[(r, built[g.members[0]].window(0, g.shared))] for r, g in enumerate(groups)], left=True)
+        ids, speech, scored, owner, doc = prefix
+        cache = Cache()
+        logprob = self._logprobs(ids, speech, scored, doc, cache)
+        sel = scored[:, 1:]
+        row = owner[:, 1:][sel]
+        group_sum = torch.zeros(len(groups), dtype=torch.float64).index_add_(0, row, logprob[sel])
+        group_count = torch.bincount(row, minlength=len(groups))
+        members = [(i, r) for r, g in enumerate(groups) for i in g.members]
+        member_row = torch.tensor([r for _, r in members])
+        sums, counts = [group_sum[member_row]], [group_count[member_row]]
+        owners = [torch.tensor([i for i, _ in members])]
+        # the rest of a member starts at its last shared position: its output scores the first unshared target
+        rest = [(i, r, built[i].window(groups[r].shared - 1))
+                for i, r in members if len(built[i].ids) > groups[r].shared]
+        rest.sort(key=lambda m: -len(m[2].ids))
+        cached = ids.shape[1] - 1  # a row's copy of the cache counts against the budget too
+        for chunk in _cut([cached + len(m[2].ids) for m in rest], self.batch_tokens):
+            part = [rest[k] for k in chunk]
+            ids, speech, scored, owner, _ = _pack([[(i, w)] for i, _, w in part])
+            rows = torch.tensor([r for _, r, _ in part], device=self.device)
+            logprob = self._logprobs(ids, speech, scored, None, cache.select(rows))
+            sel = scored[:, 1:]
+            own = owner[:, 1:][sel]
+            sums.append(logprob[sel])
+            counts.append(torch.ones_like(own))
+            owners.append(own)
+        return torch.cat(sums), torch.cat(counts), torch.cat(owners)
+
+    def _logprobs(self, ids: Tensor, speech: Tensor, scored: Tensor, doc: Tensor | None,
+                  cache: Cache | None) -> Tensor:
+        """log p(ids[:, t+1] | ids[:, :t+1]) (B, T-1) float64 (CPU) at the scored targets, 0 elsewhere.
+
+        The model runs on ids[:, :-1] (doc: their document ids, or None; cache: continue it);
+        each head maps only the states whose target is scored and of its modality.
+        """
+        tgt, tgt_speech, tgt_scored = ids[:, 1:], speech[:, 1:], scored[:, 1:]
+        logprob = torch.zeros(tgt.shape, dtype=torch.float64)
+        if ids.shape[1] < 2 or not (tgt_scored.any() or cache is not None):
+            return logprob  # no targets, and no cache to fill
+        device = self.device
+        inputs, doc = ids[:, :-1].to(device), None if doc is None else doc[:, :-1].to(device)
         if self.speech:
-            out = self.model(ids, speech, doc_ids=doc, logits="all")
-            return out.text_logits, out.speech_logits
-        return self.model(ids, doc_ids=doc), None
+            out = self.model(inputs, speech[:, :-1].to(device), doc_ids=doc, cache=cache, logits="none",
+                             return_head_inputs=True)
+            states = (out.text_head_input, out.speech_head_input)  # (B, T-1, d) each
+        else:
+            states = (self.model(inputs, doc_ids=doc, cache=cache, apply_head=False), None)
+        for sel, h, head in ((tgt_scored & ~tgt_speech, states[0], self.text_head),
+                             (tgt_scored & tgt_speech, states[1], self.speech_head)):
+            if sel.any():
+                logits = head(h[sel.to(device)]).float()  # (N, V)
+                lp = torch.log_softmax(logits, dim=-1).gather(1, tgt[sel].to(device)[:, None])[:, 0]
+                logprob[sel] = lp.double().cpu()
+        return logprob
+
+
+@dataclass
+class SharedGroup:
+    """Items whose sequences agree exactly on their first ``shared`` positions."""
+
+    shared: int
+    members: list[int]
+
+
+def _common_prefix(a: Sequence, b: Sequence) -> int:
+    """How many leading elements a and b share."""
+    n = min(len(a), len(b))
+    for k in range(n):
+        if a[k] != b[k]:
+            return k
+    return n
+
+
+def _cut(lengths: list[int], budget: int) -> list[list[int]]:
+    """Indices of ``lengths`` (sorted longest first) in consecutive batches whose rows x longest
+    length stays within ``budget`` (a batch holds at least one row)."""
+    batches: list[list[int]] = []
+    for k in range(len(lengths)):
+        if batches and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= budget:
+            batches[-1].append(k)
+        else:
+            batches.append([k])
+    return batches
+
+
+def _pack(rows: list[list[tuple[int, _Built]]], left: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Rows of (owner, sequence) pieces laid end to end, padded to the longest row on the right
+    (or the left): ids, is_speech, scored, owner and document ids, each (B, W). Piece k of a
+    row is document k; pads have owner and document -1. A piece's first token is never a
+    target (its context would be another piece)."""
+    columns: tuple[list[list], ...] = ([], [], [], [], [])  # ids, is_speech, scored, owner, doc
+    fills = (0, False, False, -1, -1)
+    width = max(sum(len(piece.ids) for _, piece in row) for row in rows)
+    for row in rows:
+        line: tuple[list, ...] = ([], [], [], [], [])
+        for k, (i, piece) in enumerate(row):
+            n = len(piece.ids)
+            for values, new in zip(line, (piece.ids, piece.speech, [False, *piece.scored[1:]], [i] * n, [k] * n)):
+                values.extend(new)
+        for column, values, fill in zip(columns, line, fills):
+            pad = [fill] * (width - len(values))
+            column.append(pad + values if left else values + pad)
+    dtypes = (torch.long, torch.bool, torch.bool, torch.long, torch.long)
+    ids, speech, scored, owner, doc = (torch.tensor(c, dtype=d) for c, d in zip(columns, dtypes))
+    return ids, speech, scored, owner, doc
 
 
 def pair_score(good: float, bad: float) -> float:

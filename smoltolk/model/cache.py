@@ -115,6 +115,16 @@ class KVCache:
     def commit(self, t: int) -> None:
         self.length += t
 
+    def select(self, rows: Tensor) -> KVCache:
+        """A new cache holding rows ``rows`` (B',) of this one (a row may repeat)."""
+        out = KVCache(len(self.k))
+        n = self.length
+        out.k = [None if k is None else k[rows, :, :n] for k in self.k]  # advanced indexing copies
+        out.v = [None if v is None else v[rows, :, :n] for v in self.v]
+        out.seg = None if self.seg is None else self.seg[rows, :n]
+        out.length = n
+        return out
+
 
 def _grow(buf: Tensor, need: int, dim: int) -> Tensor:
     cap = buf.shape[dim]
@@ -139,6 +149,15 @@ class Cache:
         self.stacks: dict[str, KVCache] = {}
         self.last: dict[str, Tensor] | None = None
         self.length = 0
+
+    def select(self, rows: Tensor) -> Cache:
+        """A new cache holding rows ``rows`` (B',) of this one, e.g. ``[0, 0, 1]`` to continue the
+        first cached sequence in two ways and the second in one (rows may repeat)."""
+        out = Cache()
+        out.stacks = {name: kv.select(rows) for name, kv in self.stacks.items()}
+        out.last = None if self.last is None else {k: v[rows] for k, v in self.last.items()}
+        out.length = self.length
+        return out
 
     def stack(self, name: str, num_layers: int) -> KVCache:
         if name not in self.stacks:

@@ -242,13 +242,15 @@ class LlamaLM(nn.Module):
 
     def forward(self, input_ids: Tensor, position_ids: Tensor | None = None, doc_ids: Tensor | None = None,
                 cache: Cache | None = None, output_hidden_states: bool = False,
-                inputs_embeds: Tensor | None = None) -> tuple[Tensor, list[Tensor]] | Tensor:
+                inputs_embeds: Tensor | None = None, apply_head: bool = True) -> tuple[Tensor, list[Tensor]] | Tensor:
         """Logits (B, T, V) for token ids (B, T) (or ``inputs_embeds`` (B, T, d)).
 
         doc_ids (B, T): packed documents; attention never crosses a document boundary and
         default positions restart at each document. cache: a :class:`Cache` to decode
         incrementally (pass the same object on every call).
         With ``output_hidden_states`` returns (logits, the L layer outputs).
+        ``apply_head=False``: the final normed states (B, T, d) in place of the logits (``lm_head``
+        of them = the logits), for callers that need logits at a few positions only.
         """
         if inputs_embeds is None:
             check_ids(input_ids, self.config.vocab_size, "input_ids")
@@ -261,7 +263,7 @@ class LlamaLM(nn.Module):
         if cache is not None:
             cache.last = {"doc": doc[:, -1], "pos": position_ids[:, -1], "seg": seg[:, -1]}
             cache.length += shape[1]
-        logits = self.lm_head(x)
+        logits = self.lm_head(x) if apply_head else x
         return (logits, outs) if output_hidden_states else logits
 
 

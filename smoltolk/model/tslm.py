@@ -57,6 +57,8 @@ class TSLMOutput:
     speech_logits: Tensor | None = None  # (B, T, V_speech) or (B, 1, V_speech)
     layer_weights: Tensor | None = None  # (B, T, L) dynamic weights w (dynamic pooling only)
     hidden_states: tuple[Tensor, ...] | None = None  # L + 1 x (B, T, d): backbone input, then each layer's output
+    text_head_input: Tensor | None = None  # (B, T, d) what lm_head maps to text logits (return_head_inputs)
+    speech_head_input: Tensor | None = None  # (B, T, d) what speech_head maps to speech logits (return_head_inputs)
 
 
 class TextSpeechLM(nn.Module):
@@ -137,6 +139,7 @@ class TextSpeechLM(nn.Module):
         logits: str = "auto",
         return_layer_weights: bool = False,
         return_hidden_states: bool = False,
+        return_head_inputs: bool = False,
     ) -> TSLMOutput:
         """Run the model on a mixed sequence.
 
@@ -152,6 +155,11 @@ class TextSpeechLM(nn.Module):
             labels are given, else "all".
         return_hidden_states: also return the backbone's input (after the input adapter) and its
             L layer outputs (the last after the final norm), as Hugging Face's ``hidden_states``.
+        return_head_inputs: also return what each head maps to logits, at every position:
+            ``text_head_input`` (the backbone's final normed states; ``backbone.lm_head`` of it
+            = text logits) and ``speech_head_input`` (the output adapter's output; ``speech_head``
+            of it = speech logits). With ``logits="none"``, a caller that needs logits at a few
+            positions only applies the heads to those rows (the likelihood scorer does).
         """
         if logits not in ("auto", "all", "last", "none"):
             raise InputError(f"logits: expected 'auto', 'all', 'last' or 'none', got {logits!r}")
@@ -190,6 +198,8 @@ class TextSpeechLM(nn.Module):
 
         out = TSLMOutput(entropy=entropy, layer_weights=weights if return_layer_weights else None,
                          hidden_states=(x, *layers) if return_hidden_states else None)
+        if return_head_inputs:
+            out.text_head_input, out.speech_head_input = final, pooled
         if labels is not None:
             self._loss(out, final, pooled, labels, labels_is_speech, is_speech)
         mode = ("none" if labels is not None else "all") if logits == "auto" else logits
