@@ -19,7 +19,8 @@ def test_quick_demo_produces_every_artefact(tmp_path, capsys):
         assert (out / path).is_file(), path
     assert list((out / "analysis").rglob("*.png"))
     report = (out / "report.md").read_text()
-    rows = [line for line in report.splitlines() if line.startswith("| held_out") or line.startswith("| heard")]
+    table = report.split("Does the story context")[0]
+    rows = [line for line in table.splitlines() if line.startswith("| held_out") or line.startswith("| heard")]
     assert len(rows) == 2 * len(MODELS) == 6
     assert {row.split("|")[2].strip() for row in rows} == set(MODELS)
     for row in rows:
@@ -29,4 +30,9 @@ def test_quick_demo_produces_every_artefact(tmp_path, capsys):
         assert sum(c != "-" for c in cells[2:-1]) >= len(TABLE_COLUMNS) - 1
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["results"]) == {"held_out", "heard"}
+    context = summary["context_effect"]
+    assert set(context) == {"held_out", "heard"} and all(set(by) == set(MODELS) for by in context.values())
+    assert all(0 <= v["positive"] <= 1 and v["nats"] == v["nats"] for by in context.values() for res in by.values()
+               for v in res.values())
+    assert report.count("| held_out |") == 2 * len(MODELS)  # accuracy and context-effect tables
     assert "R-value" in report and "| split | model |" in capsys.readouterr().out
