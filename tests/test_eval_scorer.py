@@ -109,10 +109,13 @@ def random_items(n: int, seed: int = 0) -> list[Item]:
 @pytest.mark.parametrize("share", [True, False])
 def test_batched_equals_one_at_a_time(variant, layout, share):
     model = tiny_model(variant)
-    items = random_items(40)
+    items = random_items(40) + sharing_items(seed=1)  # items alone and in shared-prefix groups
     alone = LikelihoodScorer(model, batch_tokens=1, share_prefixes=False, text_bos=3).score(items)
-    batched = LikelihoodScorer(model, batch_tokens=300, layout=layout, pack_length=64, text_bos=3,
-                               share_prefixes=share).score(items)
+    scorer = LikelihoodScorer(model, batch_tokens=300, layout=layout, pack_length=64, text_bos=3,
+                              share_prefixes=share)
+    groups, single = scorer.shared_groups([scorer.build(it) for it in items])
+    assert len(groups) >= 8 and len(single) >= 40  # with share=True both paths run
+    batched = scorer.score(items)
     assert [s.num_tokens for s in alone] == [s.num_tokens for s in batched]
     for a, b in zip(alone, batched):
         assert b.logprob == pytest.approx(a.logprob, abs=1e-4)
@@ -193,21 +196,74 @@ def sharing_items(seed: int = 0) -> list[Item]:
     return items
 
 
-def test_shared_groups_are_exact_prefixes_that_never_shrink():
+def test_shared_groups_are_exact_prefixes_that_save_the_most_positions():
     scorer = LikelihoodScorer(tiny_model(), min_shared=3, text_bos=1)
-    seqs = [[5, 6, 7, 8, 9], [5, 6, 7, 8, 2], [5, 6, 9], [3, 3], [4, 4, 4, 4], [4, 4, 4, 4]]
+    seqs = [[5, 6, 7, 8, 9], [5, 6, 7, 8, 2], [5, 6, 7, 1], [5, 6, 7, 3], [5, 6, 9], [3, 3], [4, 4, 4, 4],
+            [4, 4, 4, 4]]
     built = [scorer.build(text_item(s)) for s in seqs]
     groups, alone = scorer.shared_groups(built)
-    # sorted: ... [1, 5, 6, 7, 8, 2] [1, 5, 6, 7, 8, 9] [1, 5, 6, 9]: the last shares 3 >= min_shared
-    # positions with its neighbour, but joining would shrink the group's 5; the duplicates share all 5
-    assert sorted((g.shared, sorted(g.members)) for g in groups) == [(5, [0, 1]), (5, [4, 5])]
-    assert sorted(alone) == [2, 3]
+    # sorted (BOS 1 first): [3 3] [4 4 4 4] x2 [5 6 7 1] [5 6 7 3] [5 6 7 8 2] [5 6 7 8 9] [5 6 9]
+    # the four 5 6 7 share 4 positions: one group saves 3 x 3, more than two pairs (3 + 4);
+    # [5 6 9] shares 3 >= min_shared with them, but joining (4 x 2) would save less than 3 x 3
+    assert sorted((g.shared, sorted(g.members)) for g in groups) == [(4, [0, 1, 2, 3]), (5, [6, 7])]
+    assert sorted(alone) == [4, 5]
+    for g in groups:  # exact: every member agrees with the first on the shared positions
+        first = built[g.members[0]]
+        for i in g.members:
+            assert built[i].window(0, g.shared) == first.window(0, g.shared)
     text_only = LikelihoodScorer(tiny_model(), min_shared=3, text_bos=1)
     same_ids = [text_item([5, 6, 7]), continuation_item(Segment("text", (5, 6)), Segment("text", (7,)))]
     groups, _ = text_only.shared_groups([text_only.build(it) for it in same_ids])
     assert groups == []  # same ids, but one scores 5 and 6 and the other does not: nothing shared
     with pytest.raises(ConfigError, match="min_shared"):
         LikelihoodScorer(tiny_model(), min_shared=1)
+
+
+def test_shared_groups_keep_a_tight_cluster_apart_from_a_loose_neighbour():
+    # a pair sharing 12 positions, then four sharing 40 that share only 10 with the pair: growing
+    # one group greedily (6 sharing 10 saves 45) loses to two groups (11 + 3 x 39)
+    scorer = LikelihoodScorer(tiny_model(), min_shared=8, text_bos=1)
+    root = list(range(10, 19))  # BOS + 9 ids: 10 positions
+    pair = [root + [20, 21, 22 + k, 30] for k in range(2)]
+    cluster = [root + [25] + [j % 37 + 2 for j in range(29)] + [40 + k] for k in range(4)]
+    groups, alone = scorer.shared_groups([scorer.build(text_item(s)) for s in pair + cluster])
+    assert sorted((g.shared, sorted(g.members)) for g in groups) == [(12, [0, 1]), (40, [2, 3, 4, 5])]
+    assert alone == []
+
+
+def _positions_run(model, scorer, items):
+    """Positions the model runs (rows x width of every forward) while ``scorer`` scores ``items``."""
+    positions = []
+    hook = model.register_forward_pre_hook(lambda _, args: positions.append(args[0].numel()))
+    try:
+        scores = scorer.score(items)
+    finally:
+        hook.remove()
+    return sum(positions), scores
+
+
+def test_a_story_context_runs_once_for_all_its_endings():
+    model = tiny_model()
+    rng = random.Random(3)
+    context = tuple(rng.randrange(1, NUM_UNITS) for _ in range(30))
+    # endings 1 and 2 share their first unit; 3 and 4 start with units no other ending starts with
+    endings = [(0, 5, 6, 7, 8), (0, 9, 10, 11, 12), (13, 1, 2, 3, 4), (14, 1, 2, 3, 5)]
+    items = [speech_item(context + e) for e in endings]
+    scorer = LikelihoodScorer(model, text_bos=3)
+    groups, alone = scorer.shared_groups([scorer.build(it) for it in items])
+    assert [(g.shared, sorted(g.members)) for g in groups] == [(31, [0, 1, 2, 3])] and alone == []  # BOS + 30
+    run, shared = _positions_run(model, scorer, items)
+    assert run == 30 + 4 * 5  # the context (but its last position) once, then each ending's 5 inputs
+    alone = LikelihoodScorer(model, batch_tokens=1, share_prefixes=False, text_bos=3).score(items)
+    assert max(abs(a.logprob - b.logprob) for a, b in zip(alone, shared)) <= 1e-5
+    # a duplicated ending and another ending: one group, the context runs once
+    items = [speech_item(context + endings[0]), speech_item(context + endings[0]), speech_item(context + endings[2])]
+    groups, alone = scorer.shared_groups([scorer.build(it) for it in items])
+    assert [(g.shared, sorted(g.members)) for g in groups] == [(31, [0, 1, 2])] and alone == []
+    run, shared = _positions_run(model, scorer, items)
+    assert run == 30 + 3 * 5
+    alone = LikelihoodScorer(model, batch_tokens=1, share_prefixes=False, text_bos=3).score(items)
+    assert max(abs(a.logprob - b.logprob) for a, b in zip(alone, shared)) <= 1e-5
 
 
 @pytest.mark.parametrize("variant", ["smoltolk", "baseline"])

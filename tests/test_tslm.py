@@ -214,7 +214,36 @@ def test_a_selected_cache_continues_each_row_as_the_full_forward(variant):
     got = _outputs(model, suffix_ids, suffix_speech, cache=cache.select(rows))
     full = _outputs(model, torch.cat([ids[rows, :cut], suffix_ids], 1),
                     torch.cat([is_speech[rows, :cut], suffix_speech], 1))
-    assert cache.length == cut  # selecting copies: the source cache is unchanged
+    for name in full:
+        assert (got[name] - full[name][:, cut:]).abs().max() <= 1e-5, name
+    # selecting copies: after the selected rows ran on, the source cache still continues its own rows
+    own = _outputs(model, ids[:2, cut:], is_speech[:2, cut:], cache=cache)
+    full = _outputs(model, ids[:2], is_speech[:2])
+    for name in full:
+        assert (own[name] - full[name][:, cut:]).abs().max() <= 1e-5, name
+
+
+@pytest.mark.parametrize("variant", ["smoltolk", "baseline"])
+def test_a_selected_cache_reserves_room_for_the_next_chunk(variant):
+    model = tiny_model(variant)
+    ids, is_speech = mixed_batch(2, 26, seed=5)
+    cut = 7
+    cache = Cache()
+    _outputs(model, ids[:, :cut], is_speech[:, :cut], cache=cache)
+    rows = torch.tensor([1, 0, 1])
+    k = ids.shape[1] - cut
+    selected = cache.select(rows, reserve=k)
+
+    def buffers(c):
+        return [t for kv in c.stacks.values() for t in (*kv.k, *kv.v, kv.seg)]
+
+    before = buffers(selected)
+    assert len(before) > 3 and all(t.shape[0] == 3 for t in before)
+    assert {kv.seg.shape[1] for kv in selected.stacks.values()} == {cut + k}  # capacity: length + reserve
+    got = _outputs(model, ids[rows, cut:], is_speech[rows, cut:], cache=selected)
+    assert [t.data_ptr() for t in buffers(selected)] == [t.data_ptr() for t in before]  # appended in place
+    assert selected.length == cut + k
+    full = _outputs(model, ids[rows], is_speech[rows])
     for name in full:
         assert (got[name] - full[name][:, cut:]).abs().max() <= 1e-5, name
 

@@ -22,14 +22,16 @@ attention never crosses items and positions restart at each).
 
 Shared prefixes (``share_prefixes``, on by default): benchmark items come in tuples that share
 a context (a StoryCloze story with its good and bad ending, scored whole or from the ending).
-The built sequences are sorted and runs of neighbours that agree exactly (ids, modality and
-scored flags) on at least ``min_shared`` leading positions form a group. Each group's shared
-prefix but its last position runs once (one left-padded row per group, many groups per batch,
-the pads a document of their own), filling a KV cache of every stack; the cache rows are then
-replicated per member and each member runs from the last shared position on (its output scores
-the first target after the prefix), so an input-adapter speech run cut by the prefix continues
-as it would have. Scored targets inside the prefix count once for each member. Items that
-share nothing with a neighbour use the layout above.
+The built sequences are sorted, so items with a common prefix are neighbours, and the sorted
+order is cut into runs: a run's shared prefix is the shortest common prefix of its neighbours
+(ids, modality and scored flags agree exactly), at least ``min_shared`` positions; the cut is
+the one that runs the fewest positions (see :meth:`LikelihoodScorer.shared_groups`). Each
+group's shared prefix but its last position runs once (one left-padded row per group, many
+groups per batch, the pads a document of their own), filling a KV cache of every stack; the
+cache rows are then replicated per member (with room for the member's run) and each member
+runs from the last shared position on (its output scores the first target after the prefix),
+so an input-adapter speech run cut by the prefix continues as it would have. Scored targets
+inside the prefix count once for each member. Items in no group use the layout above.
 
 Every way gives the same numbers as scoring items one at a time (to float rounding).
 
@@ -240,24 +242,48 @@ class LikelihoodScorer:
         """Groups of sequences that agree exactly (ids, modality, scored) on their first ``shared``
         >= ``min_shared`` positions, and the indices of the sequences in no group.
 
-        The sequences are sorted, so a group is a run of neighbours; a run takes the next
-        sequence while it shares at least the run's prefix with the previous one (so a group's
-        shared prefix never shrinks as it grows).
+        The sequences are sorted, so a group is a run of neighbours and its shared length is the
+        shortest common prefix of neighbours in the run. A group of m members sharing s positions
+        runs s - 1 + sum(len - s) positions instead of sum(len - 1): it saves (m - 1)(s - 1).
+        The rule: cut the sorted order into the runs that save the most positions in total
+        (a dynamic program over the run ends; a run never spans a neighbour pair sharing fewer
+        than ``min_shared`` positions, and holds at most ``_MAX_GROUP`` members, so the cost is
+        linear in the number of items). So a group's shared length may shrink as it grows when
+        that pays: four story endings after a 30-position context form one group of 4 sharing
+        30 (saves 3 x 29) rather than a pair whose endings also share their first unit (31)
+        and two items alone (saves 30); but a tight cluster is not merged into a neighbour that
+        shares it only a short prefix. Extending greedily while a group's saving grows misses
+        that: a pair sharing 12, then four sharing 40 that share only 10 with the pair, would
+        make one group of 6 sharing 10 (saves 45) instead of two groups (saves 11 + 117).
         """
         keys = [tuple(zip(b.ids, b.speech, b.scored)) for b in built]
         order = sorted(range(len(keys)), key=keys.__getitem__)
-        runs: list[SharedGroup] = []
-        run = SharedGroup(0, order[:1])
-        for prev, i in zip(order, order[1:]):
-            n = _common_prefix(keys[prev], keys[i])
-            if n >= max(run.shared, self.min_shared):
-                run.shared = run.shared or n
-                run.members.append(i)
+        n = len(order)
+        # common[k]: positions sorted sequences k - 1 and k agree on
+        common = [0] + [_common_prefix(keys[a], keys[b]) for a, b in zip(order, order[1:])]
+        # best[i]: most positions saved by runs over the first i sorted sequences, the last run
+        # starting at start[i] and sharing shared[i] positions (0: a sequence alone)
+        best, start, shared = [0] * (n + 1), list(range(-1, n)), [0] * (n + 1)
+        for i in range(1, n + 1):
+            best[i] = best[i - 1]
+            s = math.inf
+            for j in range(i - 2, max(-1, i - 1 - _MAX_GROUP), -1):  # a run of sorted j..i-1
+                s = min(s, common[j + 1])
+                if s < self.min_shared:
+                    break
+                saved = best[j] + (i - 1 - j) * (s - 1)
+                if saved > best[i]:
+                    best[i], start[i], shared[i] = saved, j, s
+        groups: list[SharedGroup] = []
+        alone: list[int] = []
+        i = n
+        while i > 0:
+            if shared[i]:
+                groups.append(SharedGroup(shared[i], [order[k] for k in range(start[i], i)]))
             else:
-                runs.append(run)
-                run = SharedGroup(0, [i])
-        runs.append(run)
-        return [g for g in runs if len(g.members) > 1], [g.members[0] for g in runs if len(g.members) == 1]
+                alone.append(order[i - 1])
+            i = start[i]
+        return groups[::-1], alone[::-1]
 
     # ----------------------------------------------------------------- scoring
     @torch.inference_mode()
@@ -290,8 +316,9 @@ class LikelihoodScorer:
     def _score_rows(self, rows: list[list[int]], built: list[_Built]) -> tuple[Tensor, Tensor, Tensor]:
         """One batch of whole items (``rows``: row -> item indices): per scored target its
         log-prob, 1, and its item."""
-        ids, speech, scored, owner, doc = _pack([[(i, built[i]) for i in row] for row in rows])
-        logprob = self._logprobs(ids, speech, scored, doc if self.layout == "packed" else None, None)
+        ids, speech, scored, owner, doc = _pack([[(i, built[i]) for i in row] for row in rows],
+                                                docs=self.layout == "packed")
+        logprob = self._logprobs(ids, speech, scored, doc, None)
         sel = scored[:, 1:]
         own = owner[:, 1:][sel]
         return logprob[sel], torch.ones_like(own), own
@@ -301,10 +328,11 @@ class LikelihoodScorer:
         the rest of every member on top of its group's cached row. Returns per-item partial
         sums, counts and the items they belong to (an item may appear more than once)."""
         # prefix rows: inputs are positions 0..P-2, targets 1..P-1: every target the members share
-        prefix = _pack([[(r, built[g.members[0]].window(0, g.shared))] for r, g in enumerate(groups)], left=True)
+        prefix = _pack([[(r, built[g.members[0]].window(0, g.shared))] for r, g in enumerate(groups)], left=True,
+                       docs=True)
         ids, speech, scored, owner, doc = prefix
         cache = Cache()
-        logprob = self._logprobs(ids, speech, scored, doc, cache)
+        logprob = self._logprobs(ids, speech, scored, doc, cache, fill_cache=True)
         sel = scored[:, 1:]
         row = owner[:, 1:][sel]
         group_sum = torch.zeros(len(groups), dtype=torch.float64).index_add_(0, row, logprob[sel])
@@ -313,16 +341,18 @@ class LikelihoodScorer:
         member_row = torch.tensor([r for _, r in members])
         sums, counts = [group_sum[member_row]], [group_count[member_row]]
         owners = [torch.tensor([i for i, _ in members])]
-        # the rest of a member starts at its last shared position: its output scores the first unshared target
+        # the rest of a member starts at its last shared position: its output scores the first unshared
+        # target; a member with no scored target after the prefix needs no run of its own
         rest = [(i, r, built[i].window(groups[r].shared - 1))
-                for i, r in members if len(built[i].ids) > groups[r].shared]
+                for i, r in members if any(built[i].scored[groups[r].shared:])]
         rest.sort(key=lambda m: -len(m[2].ids))
         cached = ids.shape[1] - 1  # a row's copy of the cache counts against the budget too
         for chunk in _cut([cached + len(m[2].ids) for m in rest], self.batch_tokens):
             part = [rest[k] for k in chunk]
             ids, speech, scored, owner, _ = _pack([[(i, w)] for i, _, w in part])
             rows = torch.tensor([r for _, r, _ in part], device=self.device)
-            logprob = self._logprobs(ids, speech, scored, None, cache.select(rows))
+            # room for the chunk's inputs: the copied rows are written once and never regrown
+            logprob = self._logprobs(ids, speech, scored, None, cache.select(rows, reserve=ids.shape[1] - 1))
             sel = scored[:, 1:]
             own = owner[:, 1:][sel]
             sums.append(logprob[sel])
@@ -331,15 +361,16 @@ class LikelihoodScorer:
         return torch.cat(sums), torch.cat(counts), torch.cat(owners)
 
     def _logprobs(self, ids: Tensor, speech: Tensor, scored: Tensor, doc: Tensor | None,
-                  cache: Cache | None) -> Tensor:
+                  cache: Cache | None, fill_cache: bool = False) -> Tensor:
         """log p(ids[:, t+1] | ids[:, :t+1]) (B, T-1) float64 (CPU) at the scored targets, 0 elsewhere.
 
         The model runs on ids[:, :-1] (doc: their document ids, or None; cache: continue it);
-        each head maps only the states whose target is scored and of its modality.
+        each head maps only the states whose target is scored and of its modality. Without a
+        scored target the model does not run, unless ``fill_cache`` (the cache is read later).
         """
         tgt, tgt_speech, tgt_scored = ids[:, 1:], speech[:, 1:], scored[:, 1:]
         logprob = torch.zeros(tgt.shape, dtype=torch.float64)
-        if ids.shape[1] < 2 or not (tgt_scored.any() or cache is not None):
+        if ids.shape[1] < 2 or not (tgt_scored.any() or (fill_cache and cache is not None)):
             return logprob  # no targets, and no cache to fill
         device = self.device
         inputs, doc = ids[:, :-1].to(device), None if doc is None else doc[:, :-1].to(device)
@@ -356,6 +387,9 @@ class LikelihoodScorer:
                 lp = torch.log_softmax(logits, dim=-1).gather(1, tgt[sel].to(device)[:, None])[:, 0]
                 logprob[sel] = lp.double().cpu()
         return logprob
+
+
+_MAX_GROUP = 64  # members per shared-prefix group: bounds the search (a larger group saves < 2% more)
 
 
 @dataclass
@@ -387,26 +421,27 @@ def _cut(lengths: list[int], budget: int) -> list[list[int]]:
     return batches
 
 
-def _pack(rows: list[list[tuple[int, _Built]]], left: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _pack(rows: list[list[tuple[int, _Built]]], left: bool = False,
+          docs: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
     """Rows of (owner, sequence) pieces laid end to end, padded to the longest row on the right
-    (or the left): ids, is_speech, scored, owner and document ids, each (B, W). Piece k of a
-    row is document k; pads have owner and document -1. A piece's first token is never a
-    target (its context would be another piece)."""
-    columns: tuple[list[list], ...] = ([], [], [], [], [])  # ids, is_speech, scored, owner, doc
-    fills = (0, False, False, -1, -1)
+    (or the left): ids, is_speech, scored, owner and (if ``docs``, else None) document ids, each
+    (B, W). Piece k of a row is document k; pads have owner and document -1. A piece's first
+    token is never a target (its context would be another piece)."""
+    kinds = 5 if docs else 4  # ids, is_speech, scored, owner[, doc]
+    columns: tuple[list[list], ...] = tuple([] for _ in range(kinds))
     width = max(sum(len(piece.ids) for _, piece in row) for row in rows)
     for row in rows:
-        line: tuple[list, ...] = ([], [], [], [], [])
+        line: tuple[list, ...] = tuple([] for _ in range(kinds))
         for k, (i, piece) in enumerate(row):
             n = len(piece.ids)
             for values, new in zip(line, (piece.ids, piece.speech, [False, *piece.scored[1:]], [i] * n, [k] * n)):
                 values.extend(new)
-        for column, values, fill in zip(columns, line, fills):
+        for column, values, fill in zip(columns, line, (0, False, False, -1, -1)):
             pad = [fill] * (width - len(values))
             column.append(pad + values if left else values + pad)
-    dtypes = (torch.long, torch.bool, torch.bool, torch.long, torch.long)
-    ids, speech, scored, owner, doc = (torch.tensor(c, dtype=d) for c, d in zip(columns, dtypes))
-    return ids, speech, scored, owner, doc
+    ids, speech, scored, owner, *doc = (torch.tensor(c, dtype=torch.bool if k in (1, 2) else torch.long)
+                                        for k, c in enumerate(columns))
+    return ids, speech, scored, owner, doc[0] if docs else None
 
 
 def pair_score(good: float, bad: float) -> float:

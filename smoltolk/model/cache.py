@@ -115,15 +115,29 @@ class KVCache:
     def commit(self, t: int) -> None:
         self.length += t
 
-    def select(self, rows: Tensor) -> KVCache:
-        """A new cache holding rows ``rows`` (B',) of this one (a row may repeat)."""
+    def select(self, rows: Tensor, reserve: int = 0) -> KVCache:
+        """A new cache holding rows ``rows`` (B',) of this one (a row may repeat), in buffers of
+        ``length + reserve`` positions: a following chunk of up to ``reserve`` positions appends
+        in place (no doubling, no second copy of the cached rows)."""
         out = KVCache(len(self.k))
         n = self.length
-        out.k = [None if k is None else k[rows, :, :n] for k in self.k]  # advanced indexing copies
-        out.v = [None if v is None else v[rows, :, :n] for v in self.v]
-        out.seg = None if self.seg is None else self.seg[rows, :n]
+        out.k = [_take(k, rows, n, reserve, dim=2) for k in self.k]
+        out.v = [_take(v, rows, n, reserve, dim=2) for v in self.v]
+        out.seg = _take(self.seg, rows, n, reserve, dim=1)
         out.length = n
         return out
+
+
+def _take(buf: Tensor | None, rows: Tensor, n: int, reserve: int, dim: int) -> Tensor | None:
+    """Rows ``rows`` of ``buf``'s first ``n`` positions (along ``dim``), copied straight into a
+    new buffer with ``reserve`` more positions."""
+    if buf is None:
+        return None
+    shape = list(buf.shape)
+    shape[0], shape[dim] = rows.shape[0], n + reserve
+    out = buf.new_empty(shape)
+    torch.index_select(buf.narrow(dim, 0, n), 0, rows, out=out.narrow(dim, 0, n))
+    return out
 
 
 def _grow(buf: Tensor, need: int, dim: int) -> Tensor:
@@ -150,11 +164,13 @@ class Cache:
         self.last: dict[str, Tensor] | None = None
         self.length = 0
 
-    def select(self, rows: Tensor) -> Cache:
+    def select(self, rows: Tensor, reserve: int = 0) -> Cache:
         """A new cache holding rows ``rows`` (B',) of this one, e.g. ``[0, 0, 1]`` to continue the
-        first cached sequence in two ways and the second in one (rows may repeat)."""
+        first cached sequence in two ways and the second in one (rows may repeat). ``reserve``:
+        room for that many more positions in every stack (the width of the chunk to come), so
+        continuing never reallocates. This cache is left as it was."""
         out = Cache()
-        out.stacks = {name: kv.select(rows) for name, kv in self.stacks.items()}
+        out.stacks = {name: kv.select(rows, reserve) for name, kv in self.stacks.items()}
         out.last = None if self.last is None else {k: v[rows] for k, v in self.last.items()}
         out.length = self.length
         return out

@@ -157,9 +157,12 @@ class TextSpeechLM(nn.Module):
             L layer outputs (the last after the final norm), as Hugging Face's ``hidden_states``.
         return_head_inputs: also return what each head maps to logits, at every position:
             ``text_head_input`` (the backbone's final normed states; ``backbone.lm_head`` of it
-            = text logits) and ``speech_head_input`` (the output adapter's output; ``speech_head``
-            of it = speech logits). With ``logits="none"``, a caller that needs logits at a few
-            positions only applies the heads to those rows (the likelihood scorer does).
+            = text logits) and ``speech_head_input`` (the layer-pooled backbone states, i.e. the
+            final ones under ``speech.pooling="last"``, plus the input embeddings z if
+            ``speech.residual``, then through the output adapter if the model has one;
+            ``speech_head`` of it = speech logits). With ``logits="none"``, a caller that needs
+            logits at a few positions only applies the heads to those rows (the likelihood
+            scorer does).
         """
         if logits not in ("auto", "all", "last", "none"):
             raise InputError(f"logits: expected 'auto', 'all', 'last' or 'none', got {logits!r}")
