@@ -46,8 +46,8 @@ SIZES = {
     "quick": DemoSize(n_text=300, n_speech=150, n_bench_stories=16, n_bench_pairs=16, layers=2, width=64, context=128,
                       micro_batch=4, pretrain_steps=20, stage1_steps=4, stage2_steps=16,
                       n_audio=6),
-    "default": DemoSize(n_text=4000, n_speech=2000, n_bench_stories=200, n_bench_pairs=200, layers=4, width=128,
-                        context=256, micro_batch=8, pretrain_steps=600, stage1_steps=30, stage2_steps=600),
+    "default": DemoSize(n_text=4000, n_speech=6000, n_bench_stories=200, n_bench_pairs=200, layers=4, width=128,
+                        context=256, micro_batch=8, pretrain_steps=600, stage1_steps=250, stage2_steps=750),
 }
 
 
