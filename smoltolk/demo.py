@@ -158,7 +158,7 @@ def run_demo(out: str | Path, seed: int = 0, quick: bool = False, progress: bool
     say("[6/6] analysing SmolTolk's layer weights")
     analysis = _analyze(world_dir, models["smoltolk"], out / "analysis", progress)
     samples = _samples(models["smoltolk"], world_dir)
-    context = _context_effect(world_dir, models, n=size.n_bench_stories)
+    context = _context_effect(world_dir, models)
     summary = {"seed": seed, "size": dataclasses.asdict(size), "world": {k: world[k] for k in world if k != "notes"},
                "results": results, "context_effect": context, "segmentation": analysis, "samples": samples,
                "seconds": round(time.time() - t0, 1)}
@@ -244,7 +244,7 @@ def _analyze(world_dir: Path, model: Path, out: Path, progress: bool) -> dict:
 CONTEXT_SETTINGS = ("T", "S", "T->S", "S->T")
 
 
-def _context_effect(world_dir: Path, models: dict[str, Path], n: int = 100) -> dict:
+def _context_effect(world_dir: Path, models: dict[str, Path]) -> dict:
     """How much each model's log-probability of a correct tStoryCloze ending rises with its own story's
     context over another story's (the next one), per modality setting, on held-out and heard topics.
 
@@ -260,24 +260,25 @@ def _context_effect(world_dir: Path, models: dict[str, Path], n: int = 100) -> d
     from smoltolk.model.tslm import TextSpeechLM
 
     tokenizer = load_tokenizer(world_dir / "tokenizer.json")
-    out: dict = {}
+    pairs: dict[str, list] = {}  # split -> (ending after its own context, after the next story's), by setting
     for split in ("held_out", "heard"):
         folder = world_dir / "bench" / split / "tstorycloze_xmodal"
         task = CrossModalStoryCloze(folder, "tstorycloze_xmodal", CONTEXT_SETTINGS)
-        task.stories = task.stories[:n]
         items = task.items(load_unit_source(folder, task.audio()), tokenizer)
         k = len(task.stories)
-        pairs = []  # (ending with its own context, the same ending after the next story's context)
+        pairs[split] = []
         for j in range(len(CONTEXT_SETTINGS)):
             correct = items[2 * k * j: 2 * k * (j + 1): 2]
-            pairs += [(it, continuation_item(correct[(i + 1) % k].segments[0], it.segments[1]))
-                      for i, it in enumerate(correct)]
-        out[split] = {}
-        for name, path in models.items():
-            model = TextSpeechLM.from_pretrained(path).eval()
-            scores = LikelihoodScorer(model, text_bos=resolve_text_bos(model, "auto")).score(
-                [it for pair in pairs for it in pair])
-            gain = [scores[2 * i].logprob - scores[2 * i + 1].logprob for i in range(len(pairs))]
+            pairs[split] += [(it, continuation_item(correct[(i + 1) % k].segments[0], it.segments[1]))
+                             for i, it in enumerate(correct)]
+    out: dict = {split: {} for split in pairs}
+    for name, path in models.items():
+        model = TextSpeechLM.from_pretrained(path).eval()
+        scorer = LikelihoodScorer(model, text_bos=resolve_text_bos(model, "auto"))
+        for split, split_pairs in pairs.items():
+            scores = scorer.score([it for pair in split_pairs for it in pair])
+            gain = [scores[2 * i].logprob - scores[2 * i + 1].logprob for i in range(len(split_pairs))]
+            k = len(gain) // len(CONTEXT_SETTINGS)
             by_setting = [gain[k * j: k * (j + 1)] for j in range(len(CONTEXT_SETTINGS))]
             out[split][name] = {s: {"nats": sum(g) / k, "positive": sum(x > 0 for x in g) / k}
                                 for s, g in zip(CONTEXT_SETTINGS, by_setting, strict=True)}
