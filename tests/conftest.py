@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -14,6 +16,64 @@ TEXT_VOCAB = 48
 NUM_UNITS = 20
 
 VARIANTS = {"smoltolk": {}, "baseline": BASELINE, **ABLATIONS}
+
+# ---------------------------------------------------------------------------------------------------
+# Floating-point comparisons. Two computations of the same quantity in another order (a cached vs a
+# full pass, packed vs separate documents, ours vs transformers, another CPU, thread count or torch
+# build) differ by rounding alone: each result accumulates about `terms` rounded operations, so the
+# difference grows like eps * sqrt(terms) relative to the magnitude of the values. We allow SLACK
+# times that, relative to the largest |expected| (errors scale with the magnitudes summed, not with
+# each element). A wrong mask, a dropped position or a misplaced norm moves results by a percent or
+# more of that scale, hundreds of times this tolerance (issue 16's closing note lists the checks).
+# ---------------------------------------------------------------------------------------------------
+
+SLACK = 16
+
+
+def decoder_terms(num_layers: int, hidden: int, intermediate: int, seq: int) -> int:
+    """Rounded operations accumulated into one output of a decoder stack: per layer, the attention
+    sums over ``seq`` positions and the projections over ``hidden`` and ``intermediate`` features."""
+    return num_layers * (hidden + intermediate + seq)
+
+
+def model_terms(model, seq: int) -> int:
+    """``decoder_terms`` of a ``LlamaLM`` or a ``TextSpeechLM`` (adapter layers included)."""
+    backbone = getattr(model, "backbone", model)
+    cfg = backbone.config
+    layers = cfg.num_layers
+    speech = getattr(getattr(model, "config", None), "speech", None)
+    if speech is not None:
+        layers += speech.input_adapter_layers + speech.output_adapter_layers
+    return decoder_terms(layers, cfg.hidden_size, cfg.intermediate_size, seq)
+
+
+def tolerance(expected, terms: int, dtype: torch.dtype | None = None) -> float:
+    """The absolute tolerance for ``expected`` (tensor, array or number) after ``terms`` operations."""
+    expected = torch.as_tensor(expected)
+    dtype = dtype or (expected.dtype if expected.is_floating_point() else torch.float32)
+    scale = expected.abs().max().item() if expected.numel() else 0.0
+    return SLACK * torch.finfo(dtype).eps * math.sqrt(max(terms, 1)) * max(scale, torch.finfo(dtype).tiny)
+
+
+def assert_close(actual, expected, *, terms: int, dtype: torch.dtype | None = None, msg: str | None = None) -> None:
+    """``actual`` equals ``expected`` up to the rounding of ``terms`` operations in ``dtype`` (default:
+    the tensors' own; float32 for Python numbers and lists, which come from float32 models here)."""
+    expected_t = torch.as_tensor(expected, dtype=dtype if dtype is not None else None)
+    if not expected_t.is_floating_point():
+        expected_t = expected_t.to(dtype or torch.float32)
+    if not isinstance(actual, torch.Tensor):
+        actual = torch.as_tensor(np.asarray(actual), dtype=expected_t.dtype)
+    actual_t = actual.to(expected_t.dtype)
+    atol = tolerance(expected_t, terms, dtype)
+    torch.testing.assert_close(actual_t, expected_t, rtol=0.0, atol=atol, msg=msg)
+
+
+def differs(actual, expected, *, terms: int) -> bool:
+    """Whether ``actual`` differs from ``expected`` by more than rounding explains (beyond the tolerance,
+    itself SLACK x the expected rounding), e.g. with and without a mask that should matter."""
+    expected_t = torch.as_tensor(expected).float()
+    diff = (torch.as_tensor(actual).float() - expected_t).abs().max().item()
+    return diff > tolerance(expected_t, terms)
 
 
 def tiny_backbone(**kw) -> BackboneConfig:

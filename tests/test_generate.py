@@ -9,7 +9,7 @@ import wave
 import numpy as np
 import pytest
 import torch
-from conftest import NUM_UNITS, TEXT_VOCAB, tiny_backbone, tiny_model
+from conftest import NUM_UNITS, TEXT_VOCAB, assert_close, model_terms, tiny_backbone, tiny_model
 
 from smoltolk.cli import main
 from smoltolk.errors import CheckpointError, ConfigError, InputError
@@ -103,11 +103,11 @@ def test_left_padding_with_a_pad_document_equals_the_unpadded_prompt():
         step_ids, step_speech = torch.tensor([[3]]), torch.tensor([[True]])
         s1 = model(step_ids, step_speech, doc_ids=torch.zeros(1, 1, dtype=torch.long), cache=c1)
         s2 = model(step_ids, step_speech, cache=c2)
-    close = dict(rtol=1e-5, atol=1e-3)  # logits of this model are O(100)
-    torch.testing.assert_close(padded.speech_logits[:, pad:], alone.speech_logits, **close)
-    torch.testing.assert_close(padded.text_logits[:, pad:], alone.text_logits, **close)
-    torch.testing.assert_close(s1.speech_logits, s2.speech_logits, **close)
-    torch.testing.assert_close(s1.text_logits, s2.text_logits, **close)
+    terms = model_terms(model, 11)
+    assert_close(padded.speech_logits[:, pad:], alone.speech_logits, terms=terms)
+    assert_close(padded.text_logits[:, pad:], alone.text_logits, terms=terms)
+    assert_close(s1.speech_logits, s2.speech_logits, terms=terms)
+    assert_close(s1.text_logits, s2.text_logits, terms=terms)
 
 
 def test_each_new_token_costs_one_position_in_every_stack():
@@ -154,7 +154,8 @@ def test_sample_logits_keeps_only_the_top_k_and_the_nucleus():
     assert set(sample_logits(logits, top_p=0.85, generator=g).tolist()) == {0, 1, 2}
     assert set(sample_logits(logits, top_p=0.01, generator=g).tolist()) == {0}
     freq = torch.bincount(sample_logits(logits, generator=g), minlength=4) / 4000
-    assert torch.allclose(freq, torch.tensor([0.5, 0.3, 0.15, 0.05]), atol=0.03)
+    p = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    assert torch.all((freq - p).abs() <= 5 * (p * (1 - p) / 4000).sqrt())  # within 5 binomial standard deviations
     masked = logits.clone()
     masked[:, 0] = float("-inf")
     assert 0 not in sample_logits(masked, temperature=3.0, generator=g).tolist()
@@ -352,7 +353,7 @@ def test_vocoder_interface_with_a_stand_in(tmp_path, fmt):
     with wave.open(str(out)) as f:
         assert (f.getframerate(), f.getnchannels(), f.getsampwidth(), f.getnframes()) == (8000, 1, 2, 240)
         back = np.frombuffer(f.readframes(240), dtype="<i2") / 32767
-    assert np.abs(back - wav).max() < 1e-4
+    assert np.abs(back - wav).max() <= 0.5 / 32767 + np.finfo(np.float32).eps  # 16-bit PCM: nearest of 32767 steps
     if fmt == "export":
         with pytest.raises(CheckpointError, match="sample rate"):
             load_vocoder(path)
@@ -466,7 +467,7 @@ def test_predict_switch_scores_swt_in_the_head_of_the_modality_it_ends():
         ce_t = F.cross_entropy(full.text_logits[0, text_pos], labels[text_pos], reduction="sum")
         ce_s = F.cross_entropy(full.speech_logits[0, speech_pos], speech_targets[speech_pos], reduction="sum")
         expected = (ce_t + ce_s) / (len(text_pos) + len(speech_pos))
-        assert out.lm_loss.item() == pytest.approx(expected.item(), rel=1e-5)
+        assert_close(out.lm_loss.item(), expected.item(), terms=model_terms(model, 12) + 12)
 
 
 def test_predict_switch_checkpoints_round_trip(tmp_path):

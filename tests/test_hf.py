@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from conftest import assert_close, model_terms
 
 from smoltolk.errors import CheckpointError, ConfigError
 from smoltolk.model.cache import Cache
@@ -31,10 +32,11 @@ def test_logits_and_hidden_states_match_transformers(hf_llama_dir, case):
     with torch.no_grad():
         expected = ref(ids, output_hidden_states=True)
         logits, hidden = ours(ids, output_hidden_states=True)
-    assert (logits - expected.logits).abs().max().item() <= 1e-4
+    terms = model_terms(ours, 40)
+    assert_close(logits, expected.logits, terms=terms)
     assert len(hidden) == len(expected.hidden_states) - 1
     for mine, theirs in zip(hidden, expected.hidden_states[1:], strict=True):  # last one after the final norm
-        assert (mine - theirs).abs().max().item() <= 1e-4
+        assert_close(mine, theirs, terms=terms)
 
 
 def test_sharded_checkpoint_loads_the_same_weights(hf_llama_dir):
@@ -56,7 +58,7 @@ def test_kv_cache_matches_transformers(hf_llama_dir):
         expected = ref(ids).logits
         for start, stop in [(0, 6), (6, 7), (7, 8), (8, 15), (15, 21)]:
             parts.append(ours(ids[:, start:stop], cache=cache))
-    assert (torch.cat(parts, 1) - expected).abs().max().item() <= 1e-4
+    assert_close(torch.cat(parts, 1), expected, terms=model_terms(ours, 21))
 
 
 def test_saved_backbone_loads_in_transformers(tmp_path, hf_llama_dir):
@@ -67,7 +69,7 @@ def test_saved_backbone_loads_in_transformers(tmp_path, hf_llama_dir):
     theirs = transformers.LlamaForCausalLM.from_pretrained(out).eval()
     ids = torch.randint(0, 96, (2, 17))
     with torch.no_grad():
-        assert (theirs(ids).logits - ours(ids)).abs().max().item() <= 1e-4
+        assert_close(theirs(ids).logits, ours(ids), terms=model_terms(ours, 17))
 
 
 def test_tokenizer_json_beside_the_checkpoint(tmp_path, hf_llama_dir):
@@ -154,7 +156,7 @@ def test_qwen2_style_qkv_bias_matches_transformers(tmp_path):
     assert ours.layers[0].self_attn.q_proj.bias is not None and ours.layers[0].self_attn.o_proj.bias is None
     ids = torch.randint(0, 96, (2, 19))
     with torch.no_grad():
-        assert (ours(ids) - ref(ids).logits).abs().max().item() <= 1e-4
+        assert_close(ours(ids), ref(ids).logits, terms=model_terms(ours, ids.shape[1]))
 
 
 @pytest.mark.parametrize("scaling", [None, {"type": "linear", "factor": 2.0},
@@ -173,7 +175,7 @@ def test_transformers_v4_style_config_json(hf_llama_dir, scaling):
     assert ours.rotary.theta == 50000.0
     ids = torch.randint(0, 96, (2, 30))
     with torch.no_grad():
-        assert (ours(ids) - ref(ids).logits).abs().max().item() <= 1e-4
+        assert_close(ours(ids), ref(ids).logits, terms=model_terms(ours, ids.shape[1]))
 
 
 def test_bf16_loading_keeps_rope_in_float32(hf_llama_dir):

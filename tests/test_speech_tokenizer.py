@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import assert_close, decoder_terms, differs
 
 from smoltolk.cli import main
 from smoltolk.data.audio import audio_info, load_audio, read_audio, resample
@@ -39,6 +40,8 @@ SR = 16_000
 TINY_HUBERT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
                    conv_dim=(32, 32), conv_stride=(5, 4), conv_kernel=(10, 8), num_conv_pos_embeddings=16,
                    num_conv_pos_embedding_groups=2)
+# rounded operations per HuBERT feature: the conv stack (kernel x channels), the positional conv, the layers
+HUBERT_TERMS = 10 + 8 * 32 + 16 * 16 + decoder_terms(2, 32, 37, 400)
 
 
 def sine_bursts(seconds: float, rate: int = SR, seed: int = 0) -> np.ndarray:
@@ -94,10 +97,10 @@ def logmel_tokenizer(k: int = 16, seed: int = 0, features=None) -> SpeechTokeniz
 def test_load_audio_16k_mono_and_stereo_mixdown(tmp_path):
     wave = sine_bursts(0.5)
     sf.write(tmp_path / "a.flac", wave, SR)
-    assert np.allclose(load_audio(tmp_path / "a.flac"), wave, atol=1e-4)  # FLAC is 16-bit by default
+    assert np.abs(load_audio(tmp_path / "a.flac") - wave).max() <= 1 / 32767  # FLAC is 16-bit: one step
     stereo = np.stack([wave, 0.25 * np.ones_like(wave)], axis=1)
     sf.write(tmp_path / "s.wav", stereo, SR, subtype="FLOAT")
-    assert np.allclose(load_audio(tmp_path / "s.wav"), (wave + 0.25) / 2, atol=1e-6)
+    assert_close(load_audio(tmp_path / "s.wav"), (wave + 0.25) / 2, terms=2)
     assert audio_info(tmp_path / "s.wav") == (len(wave), SR)
 
 
@@ -146,7 +149,7 @@ def test_hubert_features_equal_transformers_hidden_states(hubert_dir):
         ref = model(torch.from_numpy(wave)[None], output_hidden_states=True).hidden_states[1][0].numpy()
     assert out.shape == ref.shape == (feats.num_frames(len(wave)), 32) and out.dtype == np.float32
     assert int(model._get_feat_extract_output_lengths(len(wave))) == out.shape[0]
-    np.testing.assert_allclose(out, ref, atol=1e-5)
+    assert_close(out, ref, terms=HUBERT_TERMS)
     assert HubertFeatures(path, layer=2)(wave).shape == out.shape
 
 
@@ -170,10 +173,10 @@ def test_batched_features_equal_one_by_one(hubert_dir):
     batched = feats.batch(waves)
     for a, b, w in zip(batched, one_by_one, waves):
         assert a.shape == b.shape == (feats.num_frames(len(w)), 32)
-        np.testing.assert_allclose(a, b, atol=1e-4)
+        assert_close(a, b, terms=HUBERT_TERMS)
     feats.max_batch_samples = len(waves[0])  # forces groups of one: the same features
     for a, b in zip(feats.batch(waves), one_by_one):
-        np.testing.assert_allclose(a, b, atol=1e-4)
+        assert_close(a, b, terms=HUBERT_TERMS)
 
 
 def test_group_norm_models_are_never_padded(hubert_dir):
@@ -190,7 +193,7 @@ def test_group_norm_models_are_never_padded(hubert_dir):
     with torch.no_grad():
         padded = model(x, attention_mask=mask, output_hidden_states=True).hidden_states[2][0]
     n = feats.num_frames(len(waves[1]))
-    assert np.abs(padded[:n].numpy() - feats(waves[1])).max() > 1e-3
+    assert differs(padded[:n].numpy(), feats(waves[1]), terms=HUBERT_TERMS)
 
 
 def test_hubert_normalize_follows_the_preprocessor_config(hubert_dir):
@@ -200,7 +203,7 @@ def test_hubert_normalize_follows_the_preprocessor_config(hubert_dir):
     (path / "preprocessor_config.json").write_text(json.dumps({"do_normalize": True}))
     normed = HubertFeatures(path, layer=1)
     assert normed.normalize
-    np.testing.assert_allclose(normed(wave), normed(3.0 * wave + 0.1), atol=1e-4)  # gain/offset invariant
+    assert_close(normed(wave), normed(3.0 * wave + 0.1), terms=HUBERT_TERMS + len(wave))  # gain/offset invariant
 
 
 def test_hubert_errors(hubert_dir, tmp_path, monkeypatch):
@@ -521,4 +524,5 @@ def test_cli_convert_kmeans_needs_the_flag(tmp_path, capsys):
     assert not (tmp_path / "km.npy").exists()
     assert main(["convert-kmeans", str(tmp_path / "km.pkl"), str(tmp_path / "km.npy"), "--i-trust-this-pickle"]) == 0
     assert "warning:" in capsys.readouterr().err
-    np.testing.assert_allclose(load_centroids(tmp_path / "km.npy"), km.cluster_centers_, rtol=1e-6)
+    centroids = km.cluster_centers_
+    assert_close(load_centroids(tmp_path / "km.npy"), centroids, terms=1, dtype=torch.float32)  # stored as float32

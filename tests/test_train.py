@@ -21,6 +21,17 @@ from smoltolk.train.trainer import NonFiniteLossError, load_train_config, train
 
 GOLDEN = Path(__file__).parent / "golden" / "tiny_train_losses.json"
 
+# Training amplifies rounding: the losses of 20 steps of the golden recipe move by up to 2.6e-5 (relative)
+# when every initial weight is perturbed by 1e-7 (one float32 step), and by 8.7e-5 for 1e-6, as another
+# CPU's kernels or another reduction order do. 1e-3 leaves 10x room; wrong recipes move them by more:
+# no weight decay 2.9e-3, clipping at 0.5 1.8e-2, lr +5% or one stage-1 step less 6-8e-2 (issue 16's note).
+TRAJECTORY_RTOL = 1e-3
+
+
+def max_rel_diff(losses: list[float], reference: list[float]) -> float:
+    assert len(losses) == len(reference)
+    return max(abs(a - b) / abs(b) for a, b in zip(losses, reference, strict=True))
+
 
 @pytest.fixture(scope="session")
 def synth(tmp_path_factory):
@@ -52,8 +63,11 @@ def test_golden_loss_reproduces_and_falls(synth, tmp_path):
     la, lb = _losses(tmp_path / "a"), _losses(tmp_path / "b")
     assert la == lb and len(la) == 20 and a["steps"] == b["steps"] == 20
     assert sum(la[-5:]) / 5 < sum(la[:5]) / 5 - 0.3
-    golden = json.loads(GOLDEN.read_text())
-    assert la == pytest.approx(golden, rel=1e-4)  # stored from the same recipe and seed
+    golden = json.loads(GOLDEN.read_text())  # stored from the same recipe and seed
+    assert max_rel_diff(la, golden) <= TRAJECTORY_RTOL
+    # the tolerance still tells a wrong recipe: the same run without weight decay (its smallest effect)
+    train(load_train_config(None, _overrides(synth, tmp_path / "c", **{"optim.weight_decay": 0.0})))
+    assert max_rel_diff(_losses(tmp_path / "c"), golden) > TRAJECTORY_RTOL
 
 
 def test_stage1_freezes_backbone_and_text_embeddings(synth, tmp_path):
@@ -191,8 +205,8 @@ def test_two_processes_match_one_with_the_same_global_batch(synth, tmp_path, mod
     _torchrun(_overrides(synth, tmp_path / "two", **common, **{"run.distributed": mode}), 2, tmp_path)
     one, big, two = _losses(tmp_path / "one"), _losses(tmp_path / "big"), _losses(tmp_path / "two")
     assert len(one) == len(two) == 6
-    assert two == pytest.approx(one, rel=1e-4, abs=1e-5)
-    assert big == pytest.approx(one, rel=1e-4, abs=1e-5)  # the loss is token-weighted over the whole step
+    assert max_rel_diff(two, one) <= TRAJECTORY_RTOL
+    assert max_rel_diff(big, one) <= TRAJECTORY_RTOL  # the loss is token-weighted over the whole step
 
 
 def test_a_run_killed_in_stage1_resumes_exactly_into_stage2(synth, tmp_path, monkeypatch):
