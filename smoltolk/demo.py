@@ -39,6 +39,7 @@ class DemoSize:
 
 
 MODELS = {"baseline": BASELINE, "smoltolk": {}, "smoltolk-no-adapters": ABLATIONS["no-adapters"]}  # speech configs
+CLOZE_STORIES = 100  # lexical-cloze stories per split (24 candidates x 6 settings x 2 contexts each)
 MIN_GAP_WORDS = 300  # the world's spacing of held-out words in speech: at least the context + 1 (see Split)
 
 SIZES = {
@@ -158,9 +159,8 @@ def run_demo(out: str | Path, seed: int = 0, quick: bool = False, progress: bool
     say("[6/6] analysing SmolTolk's layer weights")
     analysis = _analyze(world_dir, models["smoltolk"], out / "analysis", progress)
     samples = _samples(models["smoltolk"], world_dir)
-    context = _context_effect(world_dir, models)
     summary = {"seed": seed, "size": dataclasses.asdict(size), "world": {k: world[k] for k in world if k != "notes"},
-               "results": results, "context_effect": context, "segmentation": analysis, "samples": samples,
+               "results": results, "segmentation": analysis, "samples": samples,
                "seconds": round(time.time() - t0, 1)}
     if audio_stats:
         summary["audio"] = audio_stats
@@ -209,7 +209,10 @@ def _evaluate(world_dir: Path, models: dict[str, Path], out: Path, progress: boo
 
     results = {}
     for split in ("held_out", "heard"):
-        cfg = build_eval_config(None, [], eval_task_overrides(world_dir / "bench" / split), progress=progress)
+        overrides = eval_task_overrides(world_dir / "bench" / split)
+        if any(o.startswith("tasks.lexical_cloze.") for o in overrides):
+            overrides.append(f"tasks.lexical_cloze.limit={CLOZE_STORIES}")
+        cfg = build_eval_config(None, [], overrides, progress=progress)
         summary = evaluate([str(m) for m in models.values()], cfg, out / split)
         results[split] = {c["name"]: c["results"] for c in summary["checkpoints"]}
     return results
@@ -241,50 +244,6 @@ def _analyze(world_dir: Path, model: Path, out: Path, progress: bool) -> dict:
     return next(iter(results.values())).get("segmentation", {})
 
 
-CONTEXT_SETTINGS = ("T", "S", "T->S", "S->T")
-
-
-def _context_effect(world_dir: Path, models: dict[str, Path]) -> dict:
-    """How much each model's log-probability of a correct tStoryCloze ending rises with its own story's
-    context over another story's (the next one), per modality setting, on held-out and heard topics.
-
-    Accuracy only says which ending wins; this says whether the context is used at all: near 0 nats
-    means the ending is scored as if there were no story. Returns split -> model -> setting ->
-    {"nats": mean gain per ending, "positive": share of endings with a gain}.
-    """
-    from smoltolk.eval.run import resolve_text_bos
-    from smoltolk.eval.scorer import LikelihoodScorer, continuation_item
-    from smoltolk.eval.tasks import CrossModalStoryCloze
-    from smoltolk.eval.units import load_unit_source
-    from smoltolk.model.hf import load_tokenizer
-    from smoltolk.model.tslm import TextSpeechLM
-
-    tokenizer = load_tokenizer(world_dir / "tokenizer.json")
-    pairs: dict[str, list] = {}  # split -> (ending after its own context, after the next story's), by setting
-    for split in ("held_out", "heard"):
-        folder = world_dir / "bench" / split / "tstorycloze_xmodal"
-        task = CrossModalStoryCloze(folder, "tstorycloze_xmodal", CONTEXT_SETTINGS)
-        items = task.items(load_unit_source(folder, task.audio()), tokenizer)
-        k = len(task.stories)
-        pairs[split] = []
-        for j in range(len(CONTEXT_SETTINGS)):
-            correct = items[2 * k * j: 2 * k * (j + 1): 2]
-            pairs[split] += [(it, continuation_item(correct[(i + 1) % k].segments[0], it.segments[1]))
-                             for i, it in enumerate(correct)]
-    out: dict = {split: {} for split in pairs}
-    for name, path in models.items():
-        model = TextSpeechLM.from_pretrained(path).eval()
-        scorer = LikelihoodScorer(model, text_bos=resolve_text_bos(model, "auto"))
-        for split, split_pairs in pairs.items():
-            scores = scorer.score([it for pair in split_pairs for it in pair])
-            gain = [scores[2 * i].logprob - scores[2 * i + 1].logprob for i in range(len(split_pairs))]
-            k = len(gain) // len(CONTEXT_SETTINGS)
-            by_setting = [gain[k * j: k * (j + 1)] for j in range(len(CONTEXT_SETTINGS))]
-            out[split][name] = {s: {"nats": sum(g) / k, "positive": sum(x > 0 for x in g) / k}
-                                for s, g in zip(CONTEXT_SETTINGS, by_setting, strict=True)}
-    return out
-
-
 def _samples(model_dir: Path, world_dir: Path) -> list[dict]:
     from smoltolk.generate import generate
     from smoltolk.model.hf import load_tokenizer
@@ -307,6 +266,8 @@ def _fmt(v: float | None) -> str:
 
 
 def render_report(summary: dict) -> str:
+    from smoltolk.eval.report import diagnostics_tables
+
     lines = ["# SmolTolk mini-world demo", "",
              f"seed {summary['seed']}, {summary['seconds']} s. Accuracy (%) on benchmark items built on topics "
              "whose associations were **never heard in speech** (held out: their words occur in speech only alone, "
@@ -321,16 +282,10 @@ def render_report(summary: dict) -> str:
             nll = res.get("speech_nll", {}).get("nll") if isinstance(res.get("speech_nll"), dict) else None
             cells = [_fmt(_metric(res, task, setting)) for _, task, setting in TABLE_COLUMNS]
             lines.append(f"| {split} | {name} | " + " | ".join(cells) + f" | {'-' if nll is None else f'{nll:.3f}'} |")
-    if summary.get("context_effect"):
-        lines += ["", "Does the story context reach the ending? Gain in log-probability (nats) of each correct "
-                  "tStoryCloze ending after its own story over after another story's, mean over endings (share of "
-                  "endings with a gain). Near 0: the ending is scored as if there were no story.", "",
-                  "| split | model | " + " | ".join(CONTEXT_SETTINGS) + " |",
-                  "|" + "---|" * (len(CONTEXT_SETTINGS) + 2)]
-        for split, by_model in summary["context_effect"].items():
-            for name, res in by_model.items():
-                cells = [f"{res[s]['nats']:+.2f} ({100 * res[s]['positive']:.0f}%)" for s in CONTEXT_SETTINGS]
-                lines.append(f"| {split} | {name} | " + " | ".join(cells) + " |")
+    for split, by_model in summary["results"].items():  # the cross-modal diagnostics, as smoltolk eval reports them
+        tables = diagnostics_tables({"checkpoints": [{"name": n, "results": r} for n, r in by_model.items()]})
+        if tables:
+            lines += ["", f"### Where transfer fails: diagnostics on {split.replace('_', '-')} topics", *tables]
     seg = summary.get("segmentation", {}).get("test")
     if seg:
         lines += ["", "Word segmentation from SmolTolk's last-layer pooling weight (paper Table 3 style, "

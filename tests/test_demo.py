@@ -19,7 +19,7 @@ def test_quick_demo_produces_every_artefact(tmp_path, capsys):
         assert (out / path).is_file(), path
     assert list((out / "analysis").rglob("*.png"))
     report = (out / "report.md").read_text()
-    table = report.split("Does the story context")[0]
+    table = report.split("### Where transfer fails")[0]
     rows = [line for line in table.splitlines() if line.startswith("| held_out") or line.startswith("| heard")]
     assert len(rows) == 2 * len(MODELS) == 6
     assert {row.split("|")[2].strip() for row in rows} == set(MODELS)
@@ -30,9 +30,14 @@ def test_quick_demo_produces_every_artefact(tmp_path, capsys):
         assert sum(c != "-" for c in cells[2:-1]) >= len(TABLE_COLUMNS) - 1
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["results"]) == {"held_out", "heard"}
-    context = summary["context_effect"]
-    assert set(context) == {"held_out", "heard"} and all(set(by) == set(MODELS) for by in context.values())
-    assert all(0 <= v["positive"] <= 1 and v["nats"] == v["nats"] for by in context.values() for res in by.values()
-               for v in res.values())
-    assert report.count("| held_out |") == 2 * len(MODELS)  # accuracy and context-effect tables
+    for split in ("held_out", "heard"):  # the diagnostics ran on every model, in every setting
+        for name in MODELS:
+            res = summary["results"][split][name]
+            assert set(res["lexical_cloze"]["settings"]) == {"T", "S", "T->S", "S->T", "t", "t->S"}
+            assert all(0 <= v["calibrated"]["accuracy"] <= 1 for v in res["lexical_cloze"]["settings"].values())
+            assert set(res["word_translation"]["settings"]) == {"S->T", "T->S"}
+            assert all(v["nats"] == v["nats"] for v in res["speaker_context"]["effects"].values())
+    assert report.count("| held_out |") == len(MODELS)
+    for title in ("Lexical cloze", "Word translation", "Context effect, speaker controlled"):
+        assert report.count(title) == 2, title  # held-out and heard topics
     assert "R-value" in report and "| split | model |" in capsys.readouterr().out

@@ -28,6 +28,13 @@ class CrossModalConfig:
 
 
 @dataclass
+class ClozeConfig:
+    path: str  # lexical_cloze.jsonl (smoltolk.world.diagnostics)
+    settings: list[str] = field(default_factory=lambda: ["T", "S", "T->S", "S->T", "t", "t->S"])
+    limit: int | None = None  # the first N stories only
+
+
+@dataclass
 class MMLUConfig:
     path: str
     max_per_subject: int | None = 1000
@@ -44,6 +51,10 @@ class TasksConfig:
     tstorycloze_xmodal: CrossModalConfig | None = None
     speech_nll: TaskConfig | None = None
     mmlu: MMLUConfig | None = None
+    # cross-modal diagnostics (smoltolk.eval.diagnostics): JSONL files with speech units inline
+    lexical_cloze: ClozeConfig | None = None
+    word_translation: TaskConfig | None = None
+    speaker_context: TaskConfig | None = None
 
 
 @dataclass

@@ -63,12 +63,56 @@ def other_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def diagnostics_tables(summary: dict[str, Any]) -> list[str]:
+    """The cross-modal diagnostics (smoltolk.eval.diagnostics), if any checkpoint has them."""
+    ckpts = summary["checkpoints"]
+    lines: list[str] = []
+    cloze = [ck for ck in ckpts if "lexical_cloze" in ck["results"]]
+    if cloze:
+        settings = list(cloze[0]["results"]["lexical_cloze"]["settings"])
+        k = cloze[0]["results"]["lexical_cloze"]["candidates"]
+        lines += ["", f"**Lexical cloze**: the ending's first word among {k} verbs after the story context, top-1 "
+                  f"accuracy % (chance {100 / k:.1f}), raw / calibrated (minus the word's score after a bare "
+                  "'then he'). t = the context as a transcript (no punctuation, like interleaved training text).",
+                  "", "| Model | " + " | ".join(s.replace("->", "→") for s in settings) + " |",
+                  "|" + "---|" * (len(settings) + 1)]
+        for ck in cloze:
+            st = ck["results"]["lexical_cloze"]["settings"]
+            lines.append(f"| {ck['name']} | " + " | ".join(
+                f"{_pct(st[s]['accuracy'])} / {_pct(st[s]['calibrated']['accuracy'])}" for s in settings) + " |")
+    words = [ck for ck in ckpts if "word_translation" in ck["results"]]
+    if words:
+        n = words[0]["results"]["word_translation"]["words"]
+        lines += ["", f"**Word translation**: a word alone in one modality, its form in the other among {n} topic "
+                  f"words, top-1 accuracy % (chance {100 / n:.1f}), raw / calibrated (minus each candidate's mean).",
+                  "", "| Model | S→T | T→S |", "|---|---|---|"]
+        for ck in words:
+            st = ck["results"]["word_translation"]["settings"]
+            lines.append(f"| {ck['name']} | " + " | ".join(
+                f"{_pct(st[s]['accuracy'])} / {_pct(st[s]['calibrated']['accuracy'])}" for s in ("S->T", "T->S"))
+                + " |")
+    spk = [ck for ck in ckpts if "speaker_context" in ck["results"]]
+    if spk:
+        effects = list(spk[0]["results"]["speaker_context"]["effects"])
+        lines += ["", "**Context effect, speaker controlled**: gain in log-probability (nats) of a story's ending "
+                  "after its own context over another story's (same speaker), or after its own context by the "
+                  "ending's speaker over the same context by another (speaker match); share of endings with a gain.",
+                  "", "| Model | " + " | ".join(e.replace("->", "→") for e in effects) + " |",
+                  "|" + "---|" * (len(effects) + 1)]
+        for ck in spk:
+            ef = ck["results"]["speaker_context"]["effects"]
+            lines.append(f"| {ck['name']} | " + " | ".join(
+                f"{ef[e]['nats']:+.2f} ({100 * ef[e]['positive']:.0f}%)" for e in effects) + " |")
+    return lines
+
+
 def render(summary: dict[str, Any]) -> str:
     parts = ["# Evaluation", "", "Accuracy in %. BLIMP S: sBLIMP, macro over types; BLIMP T: the sBLIMP "
              "transcriptions as text. StoryCloze S: the speech-only set scored whole; T, T→S, S→T: the cross-modal "
              f"set, ending only ({CROSS_MODAL_S}: S from the cross-modal set). MMLU: 0-shot cloze acc_norm; "
              "evaluate the backbone directory too for the pre-speech-training number.", "", table1(summary), "",
-             other_table(summary), "", "## Scoring", "", f"- pairwise score per item: {summary['reduction']} "
+             other_table(summary), *diagnostics_tables(summary), "", "## Scoring", "",
+             f"- pairwise score per item: {summary['reduction']} "
              f"log-prob; ties {summary['ties']}"]
     parts += [f"- {task}: {how}" for task, how in summary["scoring"].items()]
     return "\n".join(parts) + "\n"

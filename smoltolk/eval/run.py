@@ -27,6 +27,7 @@ import torch
 from smoltolk.config import to_dict
 from smoltolk.errors import CheckpointError
 from smoltolk.eval.config import EvalConfig
+from smoltolk.eval.diagnostics import LexicalCloze, SpeakerContext, WordTranslation
 from smoltolk.eval.report import write_report
 from smoltolk.eval.scorer import LikelihoodScorer
 from smoltolk.eval.tasks import (
@@ -64,6 +65,12 @@ def build_tasks(cfg: EvalConfig) -> list[Task]:
             tasks.append(SpeechNLL(tc.path))
         elif name == "mmlu":
             tasks.append(MMLU(tc.path, tc.max_per_subject))
+        elif name == "lexical_cloze":
+            tasks.append(LexicalCloze(tc.path, tc.settings, tc.limit))
+        elif name == "word_translation":
+            tasks.append(WordTranslation(tc.path))
+        elif name == "speaker_context":
+            tasks.append(SpeakerContext(tc.path))
     return tasks
 
 
@@ -118,6 +125,9 @@ def resolve_units(tasks: list[Task], cfg: EvalConfig, out: Path) -> dict[str, Un
     active = cfg.active_tasks()
     for task in tasks:
         if not task.speech:
+            stores[task.name] = None
+            continue
+        if getattr(task, "inline_units", False):  # the diagnostics carry their units
             stores[task.name] = None
             continue
         if isinstance(task, SpeechNLL) and task.own_units:

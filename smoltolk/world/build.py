@@ -31,6 +31,7 @@ import numpy as np
 
 from smoltolk.data.manifest import SpeechRecord, TextRecord, write_manifest
 from smoltolk.errors import InputError
+from smoltolk.world.diagnostics import write_diagnostics
 from smoltolk.world.speech import PseudoSpeech
 from smoltolk.world.world import (
     PLACES,
@@ -47,6 +48,7 @@ from smoltolk.world.world import (
 )
 
 SPLITS = ("held_out", "heard")
+DIAGNOSTICS = ("lexical_cloze", "word_translation", "speaker_context")
 
 
 def _placeholder_wav(path: Path) -> None:
@@ -136,6 +138,7 @@ def write_benchmarks(root: Path, rng: np.random.Generator, places: list[str], n_
         write_xmodal(root / f"{name}_xmodal", items, wrong, speech)
     dev = [speech.render(f"dev-{st.id}", words(st.text()), speaker=k % speech.speakers) for k, st in enumerate(items)]
     write_manifest(root / "speech_dev.jsonl", dev)
+    counts["diagnostics"] = write_diagnostics(root, items, places, root.name, speech, prefix)
     return items, counts
 
 
@@ -274,4 +277,7 @@ def eval_task_overrides(root: str | Path) -> list[str]:
            f"tasks.speech_nll.path={root / 'speech_dev.jsonl'}"]
     for name in ("sblimp", "sstorycloze", "tstorycloze", "sstorycloze_xmodal", "tstorycloze_xmodal"):
         out += [f"tasks.{name}.path={root / name}", f"tasks.{name}.units={root / name}"]
+    for name in DIAGNOSTICS:  # cross-modal diagnostics (smoltolk.world.diagnostics), units inline
+        if (root / f"{name}.jsonl").is_file():
+            out.append(f"tasks.{name}.path={root / name}.jsonl")
     return out

@@ -1,0 +1,120 @@
+"""Diagnostic benchmarks of cross-modal transfer, written beside the mini-world's benchmarks.
+
+StoryCloze accuracy says whether a model prefers the right ending; these say *where* transfer
+fails. Each is one JSONL file under ``bench/<split>/`` read by :mod:`smoltolk.eval.diagnostics`;
+speech is given as units inline (rendered by the world's pseudo-speech), text as plain strings.
+
+``lexical_cloze.jsonl``: a story's context and ``then <he|she>``, and the ending's first word (its
+action verb, which the context's place and object decide) among every action verb of the world.
+One line per story::
+
+    {"id", "topic", "speaker", "context": written text (sentences end with "."),
+     "transcript": the same words without punctuation (as interleaved training text), "null": "then he",
+     "context_units": units of transcript spoken alone, "null_units": the last two words' units in them,
+     "candidates": [verb, ...], "candidate_units": [units of each verb spoken after the context],
+     "answer": index of the right verb}
+
+The context's speech is rendered alone, so its last sounds never hint at the next word; the null
+context is its own ``then he``, so a model that ignores everything before sees the same inputs.
+
+``word_translation.jsonl``: every topic word spoken alone, to be matched with its written form::
+
+    {"word", "topic", "group": "heard" | "held_out", "units"}
+
+``speaker_context.jsonl``: a story's ending after its own context and after another story's, with
+the ending spoken by the context's speaker or by another one, so that speaker adaptation and
+meaning can be told apart::
+
+    {"id", "topic", "context", "other_context", "ending", "speakers": [a, b],
+     "context_units": [by a, by b], "other_context_units": [by a], "ending_units": [by a, by b]}
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from smoltolk.world.speech import PseudoSpeech
+from smoltolk.world.world import ACTIONS, Story, topic_words, words
+
+CLOZE_CANDIDATES = tuple(dict.fromkeys(a.phrase.split()[0] for a in ACTIONS))  # the 24 action verbs
+
+
+def _unit_index(rec, frame: int) -> int:
+    """Index of the first unit of ``rec`` that starts at ``frame`` (a word boundary)."""
+    frames = 0
+    for i, d in enumerate(rec.durations):
+        if frames >= frame:
+            return i
+        frames += d
+    return len(rec.units)
+
+
+def _tail(speech: PseudoSpeech, utt_id: str, head: list[str], word: str, speaker: int) -> list[int]:
+    """Units of ``word`` spoken right after ``head`` (its coarticulation included), by ``speaker``."""
+    rec = speech.render(utt_id, [*head, word], speaker=speaker)
+    return list(rec.units[_unit_index(rec, round(rec.words[-2].end * rec.frame_rate)):])
+
+
+def lexical_cloze(items: list[Story], speech: PseudoSpeech, prefix: str) -> list[dict]:
+    out = []
+    for k, st in enumerate(items):
+        speaker = k % speech.speakers
+        opener = ["then", st.state.pronoun]
+        transcript = words(st.context_text()) + opener
+        ctx = speech.render(f"{prefix}{st.id}-ctx", transcript, speaker=speaker)
+        null_start = _unit_index(ctx, round(ctx.words[-3].end * ctx.frame_rate))  # "then he" as said in it
+        out.append({
+            "id": st.id, "topic": st.topic, "speaker": speaker,
+            "context": st.context_text() + " " + " ".join(opener), "transcript": " ".join(transcript),
+            "null": " ".join(opener), "context_units": ctx.units, "null_units": ctx.units[null_start:],
+            "candidates": list(CLOZE_CANDIDATES),
+            "candidate_units": [_tail(speech, f"{prefix}{st.id}-ctx", transcript, c, speaker)
+                                for c in CLOZE_CANDIDATES],
+            "answer": CLOZE_CANDIDATES.index(st.ending.phrase.split()[0]),
+        })
+    return out
+
+
+def word_translation(places: list[str], group: str, speech: PseudoSpeech) -> list[dict]:
+    rows = [{"word": w, "topic": place, "group": group} for place in places for w in sorted(topic_words(place))]
+    for i, row in enumerate(rows):
+        row["units"] = speech.render(f"word-{row['word']}", [row["word"]], speaker=i % speech.speakers).units
+    return rows
+
+
+def speaker_context(items: list[Story], speech: PseudoSpeech, prefix: str) -> list[dict]:
+    out = []
+    for k, st in enumerate(items):
+        other = items[(k + 1) % len(items)]
+        a, b = k % speech.speakers, (k + 1) % speech.speakers
+        ctx, other_ctx, ending = words(st.context_text()), words(other.context_text()), words(st.ending_sentence())
+        render = speech.render
+        out.append({
+            "id": st.id, "topic": st.topic, "context": st.context_text(), "other_context": other.context_text(),
+            "ending": st.ending_sentence() + ".", "speakers": [a, b],
+            "context_units": [render(f"{prefix}{st.id}-ctx", ctx, speaker=s).units for s in (a, b)],
+            "other_context_units": [render(f"{prefix}{other.id}-ctx", other_ctx, speaker=a).units],
+            "ending_units": [render(f"{prefix}{st.id}-end", ending, speaker=s).units for s in (a, b)],
+        })
+    return out
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    tmp.replace(path)
+
+
+def write_diagnostics(root: Path, items: list[Story], places: list[str], group: str,
+                      speech: PseudoSpeech, prefix: str) -> dict[str, int]:
+    """The three diagnostic files for one benchmark split (``group``: "heard" or "held_out") under
+    ``root``; returns their sizes."""
+    cloze = lexical_cloze(items, speech, prefix)
+    translation = word_translation(places, group, speech)
+    speakers = speaker_context(items, speech, prefix) if speech.speakers > 1 else []
+    _write_jsonl(root / "lexical_cloze.jsonl", cloze)
+    _write_jsonl(root / "word_translation.jsonl", translation)
+    if speakers:
+        _write_jsonl(root / "speaker_context.jsonl", speakers)
+    return {"lexical_cloze": len(cloze), "word_translation": len(translation), "speaker_context": len(speakers)}

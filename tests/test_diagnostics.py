@@ -1,0 +1,125 @@
+"""Cross-modal diagnostics: the world's files, and each metric on cases with a known answer."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_backbone, tiny_model
+
+from smoltolk.errors import InputError
+from smoltolk.eval.diagnostics import LexicalCloze, SpeakerContext, WordTranslation
+from smoltolk.eval.scorer import ItemScore, LikelihoodScorer
+from smoltolk.model.hf import load_tokenizer
+from smoltolk.world.build import build_world, eval_task_overrides
+from smoltolk.world.speech import NUM_UNITS, PseudoSpeech
+from smoltolk.world.world import ACTIONS, words
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    out = tmp_path_factory.mktemp("world")
+    build_world(out, seed=3, n_text=30, n_speech=30, n_bench_stories=6, n_bench_pairs=5, min_gap_words=40)
+    return out
+
+
+def _blind_model():
+    """A model that ignores its context: no attention output anywhere, so each position sees only itself."""
+    model = tiny_model(backbone=tiny_backbone(vocab_size=512), num_units=NUM_UNITS)
+    with torch.no_grad():
+        for stack in (model.backbone.layers, model.input_adapter, model.output_adapter):
+            for layer in stack:
+                layer.self_attn.o_proj.weight.zero_()
+    return model
+
+
+def _oracle(items, right) -> list[ItemScore]:
+    """Scores 0 for the items ``right`` accepts (by name), -1 for the others."""
+    return [ItemScore(0.0 if right(it.name) else -1.0, 1) for it in items]
+
+
+def test_world_writes_the_diagnostics_with_speech_that_matches_its_words(world):
+    root = world / "bench" / "held_out"
+    cloze = [json.loads(x) for x in (root / "lexical_cloze.jsonl").read_text().splitlines()]
+    assert len(cloze) == 6
+    speech = PseudoSpeech(seed=3)
+    for row in cloze:
+        verb = row["candidates"][row["answer"]]  # the action the context's place and object allow
+        assert [a.place for a in ACTIONS if a.phrase.split()[0] == verb] == [row["topic"]]
+        assert row["transcript"] == " ".join(words(row["context"]))
+        # the context as spoken alone (the same for every candidate: its last sound never hints at the next
+        # word); a candidate's units are its own when the context is spoken on with it
+        utt, ctx_words = f"h{row['id']}-ctx", row["transcript"].split()
+        assert speech.render(utt, ctx_words, speaker=row["speaker"]).units == row["context_units"]
+        rec = speech.render(utt, ctx_words + [verb], speaker=row["speaker"])
+        start = round(rec.words[-2].end * rec.frame_rate)
+        first = int(np.searchsorted(np.cumsum([0, *rec.durations]), start))
+        assert rec.units[first:] == row["candidate_units"][row["answer"]]
+    overrides = eval_task_overrides(root)
+    assert f"tasks.lexical_cloze.path={root / 'lexical_cloze.jsonl'}" in overrides
+    translation = [json.loads(x) for x in (root / "word_translation.jsonl").read_text().splitlines()]
+    assert {r["group"] for r in translation} == {"held_out"} and all(r["units"] for r in translation)
+    spk = [json.loads(x) for x in (root / "speaker_context.jsonl").read_text().splitlines()]
+    assert all(r["speakers"][0] != r["speakers"][1] and r["context_units"][0] != r["context_units"][1] for r in spk)
+
+
+def test_lexical_cloze_oracle_is_perfect_and_a_context_blind_model_is_at_chance(world):
+    task = LexicalCloze(world / "bench" / "held_out" / "lexical_cloze.jsonl")
+    tok = load_tokenizer(world / "tokenizer.json")
+    items = task.items(None, tok)
+    answers = {r["id"]: r["candidates"][r["answer"]] for r in task.rows}
+    # copies the right word in whatever modality, only after the real context: raw and calibrated 100%
+    oracle = task.metrics(_oracle(items, lambda n: n.split("/")[2] == "context" and n.split("/")[-1] == answers[
+        n.split("/")[1]]), "sum")
+    for s in task.settings:
+        assert oracle["settings"][s]["accuracy"] == 1 and oracle["settings"][s]["calibrated"]["accuracy"] == 1
+        assert oracle["settings"][s]["mean_rank"] == 1
+    # a context-blind model gives each candidate the same score after the story and after "then he"
+    scores = LikelihoodScorer(_blind_model(), text_bos=0).score(items)
+    blind = task.metrics(scores, "sum")
+    k = len(task.rows[0]["candidates"])
+    for s in task.settings:
+        assert blind["settings"][s]["calibrated"]["accuracy"] == pytest.approx(1 / k)  # all tied
+        assert blind["settings"][s]["context_gain_nats"] == pytest.approx(0, abs=1e-4)
+    with pytest.raises(InputError, match="settings"):
+        LexicalCloze(world / "bench" / "held_out" / "lexical_cloze.jsonl", settings=["X->S"])
+
+
+def test_word_translation_oracle_and_context_blind(world):
+    task = WordTranslation(world / "bench" / "heard" / "word_translation.jsonl")
+    tok = load_tokenizer(world / "tokenizer.json")
+    items = task.items(None, tok)
+    oracle = task.metrics(_oracle(items, lambda n: n.split("/")[1] == n.split("/")[2]), "sum")
+    assert all(oracle["settings"][s]["accuracy"] == 1 for s in task.settings)
+    blind = task.metrics(LikelihoodScorer(_blind_model(), text_bos=0).score(items), "sum")
+    n = len(task.rows)
+    for s in task.settings:  # after subtracting each candidate's mean, nothing is left: all tie
+        assert blind["settings"][s]["calibrated"]["accuracy"] == pytest.approx(1 / n, rel=0.05)
+        assert blind["settings"][s]["chance_accuracy"] == pytest.approx(1 / n)
+
+
+def test_speaker_context_effects(world):
+    task = SpeakerContext(world / "bench" / "heard" / "speaker_context.jsonl")
+    tok = load_tokenizer(world / "tokenizer.json")
+    items = task.items(None, tok)
+    # an oracle that only rewards the story's own context: every meaning effect +1 nat, speaker match 0
+    oracle = task.metrics(_oracle(items, lambda n: n.split("/")[1].startswith("own")), "sum")["effects"]
+    assert oracle["T->S"] == {"nats": 1.0, "positive": 1.0}
+    assert oracle["S, speaker match (same story)"]["nats"] == 0
+    blind = task.metrics(LikelihoodScorer(_blind_model(), text_bos=0).score(items), "sum")["effects"]
+    for name in ("T->S", "T"):  # a text context ends with "." either way: nothing else can reach the ending
+        assert blind[name]["nats"] == pytest.approx(0, abs=1e-4)
+
+
+def test_diagnostic_files_with_bad_records_are_named(tmp_path):
+    path = tmp_path / "lexical_cloze.jsonl"
+    path.write_text('{"id": "a"}\n')
+    with pytest.raises(InputError, match=r"lexical_cloze.jsonl:1: missing context"):
+        LexicalCloze(path)
+    path.write_text("not json\n")
+    with pytest.raises(InputError, match="not JSON"):
+        LexicalCloze(path)
+    with pytest.raises(InputError, match="missing"):
+        WordTranslation(tmp_path / "nope.jsonl")
