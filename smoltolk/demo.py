@@ -91,10 +91,6 @@ def run_demo(out: str | Path, seed: int = 0, quick: bool = False, progress: bool
     ``audio``: also read ``n_audio`` speech-corpus stories aloud with espeak-ng, tokenize them with
     log-mel features + k-means (:mod:`smoltolk.world.audio`) and train on them as one more speech corpus.
     """
-    from smoltolk.data.prepare import PrepareSettings, default_text_eos_id, prepare
-    from smoltolk.model.hf import load_tokenizer
-    from smoltolk.world.build import build_world
-
     t0 = time.time()
     size = SIZES["quick" if quick else "default"]
     out = Path(out)
@@ -105,54 +101,19 @@ def run_demo(out: str | Path, seed: int = 0, quick: bool = False, progress: bool
 
         find_espeak()
 
-    say(f"[1/6] generating the mini-world (seed {seed})")
-    world_dir = out / "world"
-    if size.context + 1 > MIN_GAP_WORDS:
-        raise ConfigError(f"demo context {size.context}: samples of context + 1 tokens must span at most "
-                          f"MIN_GAP_WORDS = {MIN_GAP_WORDS} words for the knowledge split to hold")
-    world = build_world(world_dir, seed=seed, n_text=size.n_text, n_speech=size.n_speech,
-                        n_bench_stories=size.n_bench_stories, n_bench_pairs=size.n_bench_pairs,
-                        min_gap_words=MIN_GAP_WORDS)
-    tok = world_dir / "tokenizer.json"
-    eos = default_text_eos_id(tok)
-    settings = PrepareSettings(str(tok), text_eos_id=eos, shard_size=max(size.n_text // 2, 1), workers=1)
-    say("[2/6] preparing shards")
-    prepare(world_dir / "text.jsonl", out / "data" / "text", "text", settings, progress=progress)
-    # speech as one shard: the samplers then read it cyclically in the order the split was checked in
-    prepare(world_dir / "speech.jsonl", out / "data" / "speech", "speech",
-            dataclasses.replace(settings, shard_size=world["counts"]["speech_utterances"]), progress=progress)
+    say(f"[1/6] generating the mini-world (seed {seed}) and preparing its shards")
+    world_dir, world, settings = prepare_world(out, size, seed, progress)
+    tok, eos = world_dir / "tokenizer.json", settings.text_eos_id
     audio_stats = _audio_route(world_dir, out, size.n_audio, seed, settings, say, progress) if audio else None
 
     say("[3/6] pretraining a tiny text backbone")
-    vocab = load_tokenizer(tok).get_vocab_size()
-    heads = max(2, size.width // 32)
-    backbone = BackboneConfig(vocab_size=vocab, hidden_size=size.width, intermediate_size=size.width * 3,
-                              num_layers=size.layers, num_heads=heads, num_kv_heads=max(1, heads // 2),
-                              max_position_embeddings=4 * size.context, eos_token_id=eos)
-    common = {"data": {"context": size.context, "seed": seed}, "schedule": {"micro_batch": size.micro_batch},
-              "run": {"seed": seed, "checkpoint_every": 0, "keep_checkpoints": 1}}
-    pre = _train({**json.loads(json.dumps(common)),
-                  "model": {"backbone": to_dict(backbone), "text_only": True, "tokenizer": str(tok)},
-                  "data": {**common["data"], "datasets": _datasets(out / "data", ("text",)),
-                           "modality_weights": {"text": 1.0}},
-                  "optim": {"lr": 3e-3},
-                  "schedule": {**common["schedule"], "stage1_steps": 0, "stage2_steps": size.pretrain_steps},
-                  "run": {**common["run"], "out_dir": str(out / "runs" / "text-pretrain")}}, progress)
-    backbone_dir = _export(pre["checkpoint"], out / "models" / "backbone")
+    backbone_dir = pretrain_backbone(out / "data", out, size, seed, tok, eos, progress)
 
     models = {}
     for i, (name, switches) in enumerate(MODELS.items()):
         say(f"[4/6] training {name} ({i + 1}/{len(MODELS)}): {size.stage1_steps} stage-1 + "
             f"{size.stage2_steps} stage-2 steps")
-        run = _train({**json.loads(json.dumps(common)),
-                      "model": {"backbone_dir": str(backbone_dir), "speech": to_dict(SpeechConfig(**switches))},
-                      "data": {**common["data"],
-                               "datasets": _datasets(out / "data", ("speech", "text", "interleaved"), audio)},
-                      "optim": {"lr": 1e-3, "warmup_steps": max(1, size.stage1_steps // 4)},
-                      "schedule": {**common["schedule"], "stage1_steps": size.stage1_steps,
-                                   "stage2_steps": size.stage2_steps},
-                      "run": {**common["run"], "out_dir": str(out / "runs" / name)}}, progress)
-        models[name] = _export(run["checkpoint"], out / "models" / name)
+        models[name] = train_model(out / "data", out, name, switches, backbone_dir, size, seed, audio, progress)
 
     say("[5/6] evaluating on held-out and heard topics")
     results = _evaluate(world_dir, models, out / "eval", progress)
@@ -169,6 +130,71 @@ def run_demo(out: str | Path, seed: int = 0, quick: bool = False, progress: bool
     (out / "report.md").write_text(report)
     print(report)
     return summary
+
+
+def prepare_world(out: Path, size: DemoSize, seed: int, progress: bool):
+    """The seeded world in ``out/world`` and its training shards in ``out/data/{text,speech}``.
+    Returns (world folder, world.json data, the PrepareSettings used)."""
+    from smoltolk.data.prepare import PrepareSettings, default_text_eos_id, prepare
+    from smoltolk.world.build import build_world
+
+    world_dir = out / "world"
+    if size.context + 1 > MIN_GAP_WORDS:
+        raise ConfigError(f"demo context {size.context}: samples of context + 1 tokens must span at most "
+                          f"MIN_GAP_WORDS = {MIN_GAP_WORDS} words for the knowledge split to hold")
+    world = build_world(world_dir, seed=seed, n_text=size.n_text, n_speech=size.n_speech,
+                        n_bench_stories=size.n_bench_stories, n_bench_pairs=size.n_bench_pairs,
+                        min_gap_words=MIN_GAP_WORDS)
+    tok = world_dir / "tokenizer.json"
+    settings = PrepareSettings(str(tok), text_eos_id=default_text_eos_id(tok), shard_size=max(size.n_text // 2, 1),
+                               workers=1)
+    prepare(world_dir / "text.jsonl", out / "data" / "text", "text", settings, progress=progress)
+    # speech as one shard: the samplers then read it cyclically in the order the split was checked in
+    prepare(world_dir / "speech.jsonl", out / "data" / "speech", "speech",
+            dataclasses.replace(settings, shard_size=world["counts"]["speech_utterances"]), progress=progress)
+    return world_dir, world, settings
+
+
+def _common(size: DemoSize, seed: int) -> dict:
+    return {"data": {"context": size.context, "seed": seed}, "schedule": {"micro_batch": size.micro_batch},
+            "run": {"seed": seed, "checkpoint_every": 0, "keep_checkpoints": 1}}
+
+
+def pretrain_backbone(data: Path, work: Path, size: DemoSize, seed: int, tok: Path, eos: int, progress: bool) -> Path:
+    """A tiny text backbone of ``size`` pretrained on ``data/text``: ``work/models/backbone``, a Hugging Face
+    directory (the run itself in ``work/runs/text-pretrain``)."""
+    from smoltolk.model.hf import load_tokenizer
+
+    vocab = load_tokenizer(tok).get_vocab_size()
+    heads = max(2, size.width // 32)
+    backbone = BackboneConfig(vocab_size=vocab, hidden_size=size.width, intermediate_size=size.width * 3,
+                              num_layers=size.layers, num_heads=heads, num_kv_heads=max(1, heads // 2),
+                              max_position_embeddings=4 * size.context, eos_token_id=eos)
+    common = _common(size, seed)
+    pre = _train({**common,
+                  "model": {"backbone": to_dict(backbone), "text_only": True, "tokenizer": str(tok)},
+                  "data": {**common["data"], "datasets": _datasets(data, ("text",)),
+                           "modality_weights": {"text": 1.0}},
+                  "optim": {"lr": 3e-3},
+                  "schedule": {**common["schedule"], "stage1_steps": 0, "stage2_steps": size.pretrain_steps},
+                  "run": {**common["run"], "out_dir": str(work / "runs" / "text-pretrain")}}, progress)
+    return _export(pre["checkpoint"], work / "models" / "backbone")
+
+
+def train_model(data: Path, work: Path, name: str, switches: dict, backbone_dir: Path, size: DemoSize, seed: int,
+                audio: bool, progress: bool) -> Path:
+    """Two-stage training of one text-speech model (speech config ``switches``) from ``backbone_dir`` on the
+    shards in ``data``: ``work/models/<name>`` (the run itself in ``work/runs/<name>``)."""
+    common = _common(size, seed)
+    run = _train({**common,
+                  "model": {"backbone_dir": str(backbone_dir), "speech": to_dict(SpeechConfig(**switches))},
+                  "data": {**common["data"],
+                           "datasets": _datasets(data, ("speech", "text", "interleaved"), audio)},
+                  "optim": {"lr": 1e-3, "warmup_steps": max(1, size.stage1_steps // 4)},
+                  "schedule": {**common["schedule"], "stage1_steps": size.stage1_steps,
+                               "stage2_steps": size.stage2_steps},
+                  "run": {**common["run"], "out_dir": str(work / "runs" / name)}}, progress)
+    return _export(run["checkpoint"], work / "models" / name)
 
 
 def _audio_route(world_dir: Path, out: Path, n: int, seed: int, settings, say, progress: bool) -> dict:

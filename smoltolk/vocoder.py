@@ -77,6 +77,7 @@ def load_vocoder(path: str | Path, sample_rate: int | None = None, device: str |
 
             with warnings.catch_warnings():  # the user chose the format; PyTorch's deprecation notice is noise
                 warnings.simplefilter("ignore", DeprecationWarning)
+                warnings.simplefilter("ignore", FutureWarning)  # torch >= 2.14 words it so
                 module = torch.jit.load(str(path), map_location=device)
     except Exception as e:  # torch raises RuntimeError, ValueError, zipfile errors, ...
         raise CheckpointError(f"{path}: cannot load a vocoder ({type(e).__name__}: {e})") from None

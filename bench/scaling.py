@@ -1,0 +1,222 @@
+"""Compute scaling on the mini-world: baseline, SmolTolk and -Adapters at several training budgets and
+widths (paper Figure 2's layout), held-out topics.
+
+One world and its shards, one pretrained text backbone per width, then for every (width, budget,
+model, seed) a two-stage run (a quarter of the steps in stage 1, as the demo) and an evaluation on
+the held-out topics: tStoryCloze T->S and S->T, the lexical cloze (calibrated T->S and S->T) and
+speech NLL. Each finished run appends one JSON line to ``OUT/results.jsonl`` and deletes its
+weights; a re-run skips what is there, so a killed study resumes where it stopped. Runs go from the
+smallest budget up, so a partial study already covers every model. ``--plot`` redraws
+``OUT/scaling.png`` and ``OUT/scaling.json`` (means and spreads over seeds) from the results.
+
+    .venv/bin/python bench/scaling.py --out runs/scaling            # hours of CPU: run it in the background
+    .venv/bin/python bench/scaling.py --out runs/scaling --plot     # the figure from what has finished
+
+FLOPs are 6 x parameters x training tokens (forward and backward of every parameter; stage 1 computes
+no backbone weight gradients, so this overstates its cost by up to a third).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+MODELS = ("baseline", "smoltolk", "smoltolk-no-adapters")
+METRICS = {  # name -> (task, path in the task's results, label)
+    "tSC T->S": ("tstorycloze_xmodal", ("settings", "T->S", "accuracy"), "held-out tStoryCloze T→S (%)"),
+    "tSC S->T": ("tstorycloze_xmodal", ("settings", "S->T", "accuracy"), "held-out tStoryCloze S→T (%)"),
+    "cloze T->S": ("lexical_cloze", ("settings", "T->S", "calibrated", "accuracy"),
+                   "held-out lexical cloze T→S, calibrated (%)"),
+    "cloze S->T": ("lexical_cloze", ("settings", "S->T", "calibrated", "accuracy"),
+                   "held-out lexical cloze S→T, calibrated (%)"),
+    "speech NLL": ("speech_nll", ("nll",), "held-out speech NLL (nats/unit)"),
+}
+
+
+def _dig(node, keys):
+    for k in keys:
+        node = node[k]
+    return node
+
+
+def run_key(width: int, steps: int, model: str, seed: int) -> str:
+    return f"w{width}-s{steps}-{model}-seed{seed}"
+
+
+def done_keys(results: Path) -> set[str]:
+    if not results.is_file():
+        return set()
+    keys = set()
+    for line in results.read_text().splitlines():
+        try:
+            keys.add(json.loads(line)["key"])
+        except (json.JSONDecodeError, KeyError):
+            continue  # a torn last line from a killed run: that run is redone
+    return keys
+
+
+def plan(widths: list[int], budgets: list[int], seeds: list[int], extra_seeds_at_max: list[int]) -> list[tuple]:
+    runs = []
+    for steps in sorted(budgets):
+        for width in widths:
+            run_seeds = seeds + (extra_seeds_at_max if steps == max(budgets) else [])
+            for seed in run_seeds:
+                for model in MODELS:
+                    runs.append((width, steps, model, seed))
+    return runs
+
+
+def evaluate_one(model_dir: Path, world_dir: Path, out: Path) -> dict:
+    from smoltolk.eval.config import build_eval_config
+    from smoltolk.eval.run import evaluate
+    from smoltolk.world.build import eval_task_overrides
+
+    root = world_dir / "bench" / "held_out"
+    keep = ("tasks.tstorycloze_xmodal.", "tasks.lexical_cloze.", "tasks.speech_nll.")
+    overrides = [o for o in eval_task_overrides(root) if o.startswith(keep)]
+    overrides += ["tasks.tstorycloze_xmodal.settings=[T->S, S->T]", "tasks.lexical_cloze.settings=[T->S, S->T]",
+                  "tasks.lexical_cloze.limit=100"]
+    cfg = build_eval_config(None, [], overrides, progress=False)
+    summary = evaluate([str(model_dir)], cfg, out)
+    return summary["checkpoints"][0]["results"]
+
+
+def study(args) -> None:
+    import torch
+
+    from smoltolk.demo import MODELS as SPEECH_CONFIGS
+    from smoltolk.demo import SIZES, prepare_world, pretrain_backbone, train_model
+    from smoltolk.model.tslm import TextSpeechLM
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    base = SIZES["quick" if args.quick else "default"]
+    results = out / "results.jsonl"
+    todo = [r for r in plan(args.widths, args.budgets, args.seeds, args.extra_seeds)
+            if run_key(*r) not in done_keys(results)]
+    print(f"{len(todo)} runs to do; results in {results}", flush=True)
+    if not todo:
+        return
+    if not (out / "world" / "world.json").is_file() or not (out / "data" / "speech" / "index.json").is_file():
+        prepare_world(out, base, 0, progress=False)
+    world_dir = out / "world"
+    tok = world_dir / "tokenizer.json"
+    from smoltolk.data.prepare import default_text_eos_id
+
+    eos = default_text_eos_id(tok)
+    backbones = {}
+    for width, steps, model, seed in todo:
+        size = dataclasses.replace(base, width=width, stage1_steps=max(1, steps // 4), stage2_steps=steps - steps // 4)
+        if width not in backbones:
+            bdir = out / f"backbone-w{width}" / "models" / "backbone"
+            if not (bdir / "model.safetensors").is_file():
+                pretrain_backbone(out / "data", out / f"backbone-w{width}", size, 0, tok, eos, progress=False)
+            backbones[width] = bdir
+        key = run_key(width, steps, model, seed)
+        t0 = time.time()
+        work = out / "work" / key
+        model_dir = train_model(out / "data", work, model, SPEECH_CONFIGS[model], backbones[width], size, seed,
+                                False, progress=False)
+        train_seconds = time.time() - t0
+        res = evaluate_one(model_dir, world_dir, work / "eval")
+        params = sum(p.numel() for p in TextSpeechLM.from_pretrained(model_dir).parameters())
+        tokens = steps * size.micro_batch * size.context
+        row = {"key": key, "width": width, "steps": steps, "model": model, "seed": seed, "params": params,
+               "tokens": tokens, "flops": 6 * params * tokens, "train_seconds": round(train_seconds, 1),
+               "threads": torch.get_num_threads(),
+               "metrics": {m: _dig(res[task], keys) for m, (task, keys, _) in METRICS.items()},
+               "results": res}
+        with open(results, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        shutil.rmtree(work)
+        print(f"{key}: " + ", ".join(f"{m} {v:.3f}" for m, v in row["metrics"].items())
+              + f" ({train_seconds:.0f} s)", flush=True)
+
+
+def plot(out: Path) -> dict:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines() if x.strip()]
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["width"], r["steps"]), []).append(r)
+    summary = []
+    for (model, width, steps), rs in sorted(groups.items()):
+        entry = {"model": model, "width": width, "steps": steps, "tokens": rs[0]["tokens"],
+                 "flops": rs[0]["flops"], "seeds": sorted(r["seed"] for r in rs)}
+        for m in METRICS:
+            vals = np.array([r["metrics"][m] for r in rs], dtype=float)
+            entry[m] = {"mean": float(vals.mean()), "min": float(vals.min()), "max": float(vals.max())}
+        summary.append(entry)
+    fig, grid = plt.subplots(2, 3, figsize=(13, 7.5))
+    axes, legend_ax = grid.flat[:len(METRICS)], grid.flat[-1]
+    colors = {"baseline": "tab:gray", "smoltolk": "tab:blue", "smoltolk-no-adapters": "tab:orange"}
+    styles = ["-", "--", ":", "-."]
+    widths = sorted({e["width"] for e in summary})
+    for ax, (m, (_, _, label)) in zip(axes, METRICS.items(), strict=True):
+        pct = m != "speech NLL"
+        for model in MODELS:
+            for w, ls in zip(widths, styles, strict=False):
+                es = [e for e in summary if e["model"] == model and e["width"] == w]
+                if not es:
+                    continue
+                x = [e["flops"] for e in es]
+                y = [e[m]["mean"] * (100 if pct else 1) for e in es]
+                lo = [(e[m]["mean"] - e[m]["min"]) * (100 if pct else 1) for e in es]
+                hi = [(e[m]["max"] - e[m]["mean"]) * (100 if pct else 1) for e in es]
+                ax.errorbar(x, y, yerr=[lo, hi], color=colors[model], ls=ls, marker="o", ms=3, capsize=2,
+                            label=f"{model}, width {w}")
+        if pct:
+            chance = 50.0 if m.startswith("tSC") else 100 / 24
+            ax.axhline(chance, color="k", lw=0.6, ls=":")
+        ax.set_xscale("log")
+        ax.set_xlabel("training FLOPs")
+        ax.set_title(label, fontsize=9)
+    legend_ax.axis("off")
+    legend_ax.legend(*axes[0].get_legend_handles_labels(), loc="center", fontsize=9)
+    fig.suptitle("Mini-world compute scaling (held-out topics; dotted: chance; bars: seed range)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out / "scaling.png", dpi=120)
+    data = {"metrics": {m: label for m, (_, _, label) in METRICS.items()}, "points": summary}
+    (out / "scaling.json").write_text(json.dumps(data, indent=2) + "\n")
+    return data
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default="runs/scaling")
+    ints = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731
+    ap.add_argument("--widths", type=ints, default=[64, 128])
+    ap.add_argument("--budgets", type=ints, default=[250, 500, 1000, 2000, 4000],
+                    help="training steps per model (x micro-batch 8 x context 256 tokens)")
+    ap.add_argument("--seeds", type=ints, default=[0])
+    ap.add_argument("--extra-seeds", type=ints, default=[1, 2],
+                    help="more seeds at the largest budget")
+    ap.add_argument("--quick", action="store_true", help="the demo's --quick world and sizes (for tests)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--plot", action="store_true", help="only redraw the figure from the results")
+    args = ap.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if not args.plot:
+        study(args)
+    if (Path(args.out) / "results.jsonl").is_file():
+        data = plot(Path(args.out))
+        print(json.dumps({"points": len(data["points"]), "figure": str(Path(args.out) / "scaling.png")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
