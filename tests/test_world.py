@@ -252,7 +252,9 @@ def test_benchmarks_round_trip_through_the_eval_readers(world):
         dev = SpeechNLL(root / "speech_dev.jsonl")
         assert dev.own_units and len(dev.items(dev.manifest_units(), None)) == n_stories
     info = json.loads((world / "world.json").read_text())
-    assert info["counts"]["benchmarks"]["held_out"] == {"sblimp_pairs": n_pairs, "stories": n_stories}
+    counts = info["counts"]["benchmarks"]["held_out"]
+    assert {k: counts[k] for k in ("sblimp_pairs", "stories")} == {"sblimp_pairs": n_pairs, "stories": n_stories}
+    assert counts["diagnostics"]["lexical_cloze"] == counts["diagnostics"]["speaker_context"] == n_stories
     held_out = set(info["split"]["held_out"])
     for f in (world / "bench" / "held_out" / "sstorycloze_xmodal").glob("*_mutual.txt"):
         assert words(f.read_text())[4] in held_out
