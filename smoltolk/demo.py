@@ -113,7 +113,8 @@ def run_demo(out: str | Path, seed: int = 0, quick: bool = False, progress: bool
     for i, (name, switches) in enumerate(MODELS.items()):
         say(f"[4/6] training {name} ({i + 1}/{len(MODELS)}): {size.stage1_steps} stage-1 + "
             f"{size.stage2_steps} stage-2 steps")
-        models[name] = train_model(out / "data", out, name, switches, backbone_dir, size, seed, audio, progress)
+        models[name] = train_model(out / "data", out, name, switches, backbone_dir, size, seed, audio, progress,
+                                   validation=validation_tasks(world_dir, size))
 
     say("[5/6] evaluating on held-out and heard topics")
     results = _evaluate(world_dir, models, out / "eval", progress)
@@ -155,6 +156,13 @@ def prepare_world(out: Path, size: DemoSize, seed: int, progress: bool):
     return world_dir, world, settings
 
 
+def validation_tasks(world_dir: Path, size: DemoSize) -> list[str]:
+    """What the demo's runs score while they train: the held-out lexical cloze, across modalities."""
+    path = world_dir / "bench" / "held_out" / "lexical_cloze.jsonl"
+    return [f"tasks.lexical_cloze.path={path}", f"tasks.lexical_cloze.limit={min(size.n_bench_stories, 24)}",
+            "tasks.lexical_cloze.settings=[T->S, S->T]"]
+
+
 def _common(size: DemoSize, seed: int) -> dict:
     return {"data": {"context": size.context, "seed": seed}, "schedule": {"micro_batch": size.micro_batch},
             "run": {"seed": seed, "checkpoint_every": 0, "keep_checkpoints": 1}}
@@ -182,11 +190,14 @@ def pretrain_backbone(data: Path, work: Path, size: DemoSize, seed: int, tok: Pa
 
 
 def train_model(data: Path, work: Path, name: str, switches: dict, backbone_dir: Path, size: DemoSize, seed: int,
-                audio: bool, progress: bool) -> Path:
+                audio: bool, progress: bool, validation: list[str] | None = None) -> Path:
     """Two-stage training of one text-speech model (speech config ``switches``) from ``backbone_dir`` on the
-    shards in ``data``: ``work/models/<name>`` (the run itself in ``work/runs/<name>``)."""
+    shards in ``data``: ``work/models/<name>`` (the run itself in ``work/runs/<name>``). ``validation``:
+    benchmarks scored 4 times during training (``validation.eval``), learning curves in its metrics.jsonl."""
     common = _common(size, seed)
+    total = size.stage1_steps + size.stage2_steps
     run = _train({**common,
+                  "validation": {"every": max(1, total // 4) if validation else 0, "eval": validation or []},
                   "model": {"backbone_dir": str(backbone_dir), "speech": to_dict(SpeechConfig(**switches))},
                   "data": {**common["data"],
                            "datasets": _datasets(data, ("speech", "text", "interleaved"), audio)},

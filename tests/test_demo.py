@@ -37,6 +37,10 @@ def test_quick_demo_produces_every_artefact(tmp_path, capsys):
             assert all(0 <= v["calibrated"]["accuracy"] <= 1 for v in res["lexical_cloze"]["settings"].values())
             assert set(res["word_translation"]["settings"]) == {"S->T", "T->S"}
             assert all(v["nats"] == v["nats"] for v in res["speaker_context"]["effects"].values())
+    rows = [json.loads(x) for x in (out / "runs" / "smoltolk" / "metrics.jsonl").read_text().splitlines()]
+    curve = [r["val/lexical_cloze/settings/T->S/calibrated/accuracy"] for r in rows
+             if "val/lexical_cloze/settings/T->S/calibrated/accuracy" in r]
+    assert len(curve) >= 3 and all(0 <= v <= 1 for v in curve)  # a learning curve of the cross-modal cloze
     assert report.count("| held_out |") == len(MODELS)
     for title in ("Lexical cloze", "Word translation", "Context effect, speaker controlled"):
         assert report.count(title) == 2, title  # held-out and heard topics

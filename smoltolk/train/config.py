@@ -78,6 +78,9 @@ class ValidationConfig:
     batches: int = 4  # micro-batches per stream
     datasets: list[DatasetConfig] = field(default_factory=list)  # one stream each (name = dataset name)
     seed: int = 12345
+    # benchmarks scored at every validation, as `smoltolk eval` key=value overrides (e.g.
+    # "tasks.lexical_cloze.path=world/bench/held_out/lexical_cloze.jsonl"); their metrics go to metrics.jsonl
+    eval: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -21,7 +21,7 @@ from torch import nn
 
 from smoltolk.config import to_dict
 from smoltolk.data.sampler import BatchSampler, DataConfig, Mixture
-from smoltolk.errors import CheckpointError, SmolTolkError
+from smoltolk.errors import CheckpointError, ConfigError, SmolTolkError
 from smoltolk.model.tslm import IGNORE, TextSpeechLM, shift_targets
 from smoltolk.train import checkpoint as ckpt
 from smoltolk.train.config import ModelSpec, TrainConfig
@@ -51,6 +51,7 @@ class Run:
     tokens: int = 0
     skipped: int = 0
     history: list[dict] = field(default_factory=list)
+    val_items: list | None = None  # (task, items) of validation.eval, built at the first validation
 
 
 # ---------------------------------------------------------------------------------------- model
@@ -247,12 +248,50 @@ def _all_reduce_sum(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return all_reduce_mean(value, info) * info.world_size
 
 
+def _flatten(prefix: str, node, out: dict[str, float]) -> dict[str, float]:
+    """Numeric leaves of a nested metrics dict as ``prefix/key/subkey`` -> value."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            _flatten(f"{prefix}/{k}", v, out)
+    elif isinstance(node, (int, float)) and not isinstance(node, bool):
+        out[prefix] = float(node)
+    return out
+
+
+@torch.no_grad()
+def validate_benchmarks(run: Run) -> dict[str, float]:
+    """The ``validation.eval`` benchmarks scored with the model as it is (learning curves in metrics.jsonl)."""
+    from smoltolk.eval.config import build_eval_config
+    from smoltolk.eval.run import build_tasks, resolve_text_bos, resolve_units
+    from smoltolk.eval.scorer import LikelihoodScorer
+    from smoltolk.model.hf import load_tokenizer
+
+    if not run.cfg.validation.eval:
+        return {}
+    if run.val_items is None:
+        cfg = build_eval_config(None, [], run.cfg.validation.eval, progress=False)
+        tasks = build_tasks(cfg)
+        if any(t.text for t in tasks) and run.tokenizer_file is None:
+            raise ConfigError("validation.eval: text benchmarks need the model's tokenizer (model.tokenizer)")
+        tokenizer = load_tokenizer(run.tokenizer_file) if run.tokenizer_file is not None else None
+        units = resolve_units(tasks, cfg, run.out / "validation")
+        run.val_items = [(t, t.items(units[t.name], tokenizer), cfg.reduction) for t in tasks]
+    run.model.eval()
+    scorer = LikelihoodScorer(run.model, text_bos=resolve_text_bos(run.model, "auto"))
+    out: dict[str, float] = {}
+    for task, items, reduction in run.val_items:
+        _flatten(f"val/{task.name}", task.metrics(scorer.score(items), reduction), out)
+    run.model.train()
+    return out
+
+
 @torch.no_grad()
 def validate(run: Run) -> dict[str, float]:
-    """Mean loss per validation stream (one per dataset in ``validation.datasets``)."""
+    """Mean loss per validation stream (one per dataset in ``validation.datasets``), and the
+    ``validation.eval`` benchmarks."""
     vcfg = run.cfg.validation
     if not vcfg.datasets:
-        return {}
+        return validate_benchmarks(run)
     run.model.eval()
     swt = run.model.swt_id if isinstance(run.model, TextSpeechLM) else -1
     eos = run.model.config.speech.eos_id if isinstance(run.model, TextSpeechLM) else -1
@@ -267,7 +306,7 @@ def validate(run: Run) -> dict[str, float]:
         results[f"val/{ds.name or Path(ds.path).name}/{ds.modality}"] = float(
             all_reduce_mean(torch.stack(losses).mean(), run.info))
     run.model.train()
-    return results
+    return {**results, **validate_benchmarks(run)}
 
 
 # ---------------------------------------------------------------------------------------- checkpoints
@@ -469,11 +508,12 @@ def _loop(run: Run) -> dict:
         if peak:
             row["mfu"] = tps * fpt / (peak * run.info.world_size)
         del row["finite"]
-        if cfg.validation.every and run.step % cfg.validation.every == 0:
+        validating = bool(cfg.validation.every) and run.step % cfg.validation.every == 0
+        if validating:
             row.update(validate(run))
             t_last = time.perf_counter()
         run.history.append(row)
-        logger.log(row, write=run.step % cfg.run.log_every == 0 or run.step == total)
+        logger.log(row, write=run.step % cfg.run.log_every == 0 or run.step == total or validating)
         logger.bar.update()
         if cfg.run.checkpoint_every and run.step % cfg.run.checkpoint_every == 0 and run.step < total:
             last_ckpt = save_checkpoint(run)
