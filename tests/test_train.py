@@ -174,6 +174,52 @@ def test_non_finite_loss_stops_with_a_clear_message_or_is_skipped(synth, tmp_pat
     assert summary["skipped"] == 1 and summary["steps"] == 20
 
 
+def _all_checkpoints_finite(out: Path) -> list[str]:
+    from safetensors.torch import load_file
+
+    found = sorted((out / "checkpoints").glob("step-*"))
+    for c in found:
+        for name, t in load_file(str(c / "model.safetensors")).items():
+            assert torch.isfinite(t).all(), f"{c.name}: {name}"
+    return [c.name for c in found]
+
+
+def test_a_finite_loss_with_nan_gradients_never_reaches_the_weights(synth, tmp_path, monkeypatch):
+    real = trainer.build_model
+
+    def with_nan_gradient_at_step_7(cfg):
+        model, tok = real(cfg)
+        calls = []
+
+        def hook(grad):  # backward at the 7th step (one micro-batch per step) turns this gradient to NaN
+            calls.append(1)
+            return grad * math.nan if len(calls) == 7 else grad
+
+        model.speech_embed.weight.register_hook(hook)
+        return model, tok
+
+    monkeypatch.setattr(trainer, "build_model", with_nan_gradient_at_step_7)
+    over = {"run.checkpoint_every": 1}
+    with pytest.raises(NonFiniteLossError, match=r"step 7: the gradient norm is nan.*last good checkpoint is "
+                                                 r".*step-00000006.*or set run.on_nan=skip"):
+        train(load_train_config(None, _overrides(synth, tmp_path / "stop", **over)))
+    assert _all_checkpoints_finite(tmp_path / "stop")[-1] == "step-00000006"
+    summary = train(load_train_config(None, _overrides(synth, tmp_path / "skip", **over, **{"run.on_nan": "skip"})))
+    assert summary["skipped"] == 1 and summary["steps"] == 20
+    _all_checkpoints_finite(tmp_path / "skip")
+
+
+def test_a_diverging_run_never_saves_a_non_finite_checkpoint(synth, tmp_path):
+    over = {"optim.lr": 1e4, "optim.grad_clip": 1e12, "run.checkpoint_every": 1, "run.keep_checkpoints": 100,
+            "run.on_nan": "skip", "run.max_skipped_steps": 3}
+    with pytest.raises(NonFiniteLossError) as err:
+        train(load_train_config(None, _overrides(synth, tmp_path, **over)))
+    message = str(err.value)
+    assert "not finite" in message or "inf/NaN" in message
+    assert "run.on_nan=skip" not in message  # the setting already on is not advised again
+    _all_checkpoints_finite(tmp_path)
+
+
 def test_text_only_pretraining_writes_a_hugging_face_directory(synth, tmp_path):
     from smoltolk.model.hf import load_hf_backbone
 
@@ -244,3 +290,56 @@ def test_prepared_units_must_match_the_model(synth, tmp_path):
 
     with pytest.raises(ConfigError, match="prepared with num_units=500, but the model's speech vocabulary has 100"):
         train(load_train_config(None, _overrides(synth, tmp_path, **{"model.speech": "{num_units: 100}"})))
+
+
+DAMAGES = {
+    "optimizer-truncated": r"optimizer.safetensors: cannot read safetensors.*earlier checkpoint",
+    "optimizer-foreign": r"optimizer.safetensors: tensor 'x' is not '<parameter>/<state key>'.*earlier checkpoint",
+    "rng-truncated": r"rng.safetensors: cannot read safetensors.*earlier checkpoint",
+    "train-state-keys": r"train_state.json: missing samplers.*earlier checkpoint",
+    "shape-override": r"step-00000008: the checkpoint does not fit the model this config builds.*settings it was "
+                      r"saved with",
+}
+
+
+@pytest.mark.parametrize("damage", [*DAMAGES, "metrics-torn"])
+def test_resuming_a_damaged_run_says_what_to_do(synth, tmp_path, damage):
+    from safetensors.torch import save_file
+
+    over = {"run.checkpoint_every": 4, "schedule.stage2_steps": 3}
+    train(load_train_config(None, _overrides(synth, tmp_path, **over)))
+    last = tmp_path / "checkpoints" / "step-00000008"
+    more = {**over, "schedule.stage2_steps": 5}
+    if damage.endswith("truncated"):
+        f = last / ("optimizer.safetensors" if damage.startswith("optimizer") else "rng.safetensors")
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    elif damage == "optimizer-foreign":
+        save_file({"x": torch.zeros(2)}, str(last / "optimizer.safetensors"))
+    elif damage == "train-state-keys":
+        state = json.loads((last / "train_state.json").read_text())
+        del state["samplers"]
+        (last / "train_state.json").write_text(json.dumps(state))
+    elif damage == "shape-override":
+        more["model.speech"] = "{input_adapter_layers: 1}"
+    else:  # a kill in the middle of writing a metrics row
+        with open(tmp_path / "metrics.jsonl", "a") as f:
+            f.write('{"step": 9, "lo')
+    if damage in DAMAGES:
+        with pytest.raises(CheckpointError, match=DAMAGES[damage]):
+            train(load_train_config(None, _overrides(synth, tmp_path, **more)))
+    else:
+        summary = train(load_train_config(None, _overrides(synth, tmp_path, **more)))
+        steps = [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+        assert summary["steps"] == 10 and steps == list(range(1, 11))
+
+
+def test_a_restart_before_any_checkpoint_keeps_no_old_rows_and_sweeps_dead_writes(synth, tmp_path):
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 9.0}) + "\n" for s in (1, 2, 3)))
+    dead = tmp_path / "checkpoints" / ".step-00000004.tmp-999999999-abc"  # no such process
+    live = tmp_path / "checkpoints" / f".step-00000004.tmp-{os.getpid()}-def"  # a writer still running
+    dead.mkdir(parents=True)
+    live.mkdir()
+    train(load_train_config(None, _overrides(synth, tmp_path, **{"schedule.stage2_steps": 3})))
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 9)) and all(r["loss"] != 9.0 for r in rows)
+    assert not dead.exists() and live.exists()

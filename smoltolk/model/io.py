@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -154,7 +155,8 @@ def atomic_directory(target: str | Path, replaceable: Callable[[Path], bool] | N
         raise CheckpointError(f"{target}: exists and holds files this save did not write; refusing to replace "
                               "it (choose an empty or new directory)")
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    # the writer's pid in the name: a later run can tell a dead writer's leftovers from a live write
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a checkpoint is a normal directory
@@ -166,7 +168,7 @@ def atomic_directory(target: str | Path, replaceable: Callable[[Path], bool] | N
                     os.fsync(fh.fileno())
         old = None
         if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-{os.getpid()}-", dir=target.parent))
             os.replace(target, old)
         try:
             os.replace(tmp, target)
@@ -180,6 +182,34 @@ def atomic_directory(target: str | Path, replaceable: Callable[[Path], bool] | N
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+_LEFTOVER = re.compile(r"^\..+\.(?:tmp|old)-(?:(\d+)-)?")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_writes(folder: str | Path) -> list[Path]:
+    """Remove the temporary directories that killed atomic writes left in ``folder`` (never one whose
+    writer is still running); returns what was removed."""
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for p in folder.iterdir():
+        m = _LEFTOVER.match(p.name)
+        if m and p.is_dir() and not (m.group(1) and _alive(int(m.group(1)))):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
 
 
 def _fsync_dir(path: Path) -> None:

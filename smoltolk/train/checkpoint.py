@@ -68,24 +68,43 @@ def load(directory: Path) -> tuple[dict[str, torch.Tensor], dict, dict]:
 
     directory = Path(directory)
     train_state = read_json(directory / "train_state.json")
+    missing = [k for k in TRAIN_STATE_KEYS if k not in train_state]
+    if missing:
+        raise CheckpointError(f"{directory / 'train_state.json'}: missing {', '.join(missing)}; {RESUME_ADVICE}")
     model_state = read_weights(directory)
-    from safetensors.torch import load_file
-
     opt_path = directory / "optimizer.safetensors"
     if not opt_path.is_file():
-        raise CheckpointError(f"{opt_path}: missing (a training checkpoint needs the optimizer state)")
-    flat = load_file(str(opt_path))
+        raise CheckpointError(f"{opt_path}: missing (a training checkpoint needs the optimizer state); "
+                              f"{RESUME_ADVICE}")
+    flat = _read(opt_path)
     state: dict[str, dict] = {}
     for key, value in flat.items():
-        name, sub = key.rsplit("/", 1)
+        name, sep, sub = key.rpartition("/")
+        if not sep:
+            raise CheckpointError(f"{opt_path}: tensor {key!r} is not '<parameter>/<state key>' (not a smoltolk "
+                                  f"optimizer state); {RESUME_ADVICE}")
         state.setdefault(name, {})[sub] = value
     groups = train_state.pop("param_groups")
     for g in groups:
         if "betas" in g:
             g["betas"] = tuple(g["betas"])
-    rng = load_file(str(directory / "rng.safetensors")) if (directory / "rng.safetensors").is_file() else {}
-    train_state["rng"] = rng
+    rng_path = directory / "rng.safetensors"
+    train_state["rng"] = _read(rng_path) if rng_path.is_file() else {}
     return model_state, {"state": state, "param_groups": groups}, train_state
+
+
+TRAIN_STATE_KEYS = ("step", "tokens", "skipped", "samplers", "param_groups")
+RESUME_ADVICE = ("resume from an earlier checkpoint (run.resume=<its directory>) or start afresh "
+                 "(run.resume=never, or a new run.out_dir)")
+
+
+def _read(path: Path) -> dict[str, torch.Tensor]:
+    from smoltolk.model.io import _load_safetensors_file
+
+    try:
+        return _load_safetensors_file(path)
+    except CheckpointError as e:
+        raise CheckpointError(f"{e}; {RESUME_ADVICE}") from None
 
 
 def list_checkpoints(root: Path) -> list[Path]:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import resource
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,6 +148,11 @@ def setup(cfg: TrainConfig) -> Run:
     if cfg.run.compile:
         wrapped = torch.compile(wrapped)
     run = Run(cfg, info, model, wrapped, optimizer, _samplers(cfg, model, info), Path(cfg.run.out_dir), tok, autocast)
+    if info.is_main:  # what killed checkpoint writes left behind (a live writer's folder is kept)
+        from smoltolk.model.io import remove_stale_writes
+
+        for p in remove_stale_writes(run.out / "checkpoints"):
+            print(f"removed {p.name}, left by an interrupted checkpoint write", file=sys.stderr)
     resume(run)
     return run
 
@@ -229,6 +236,8 @@ def train_step(run: Run, step: int) -> dict:
                     p.grad = None
     trainable = [p for g in run.optimizer.param_groups for p in g["params"] if p.grad is not None]
     grad_norm = torch.nn.utils.clip_grad_norm_(trainable, run.cfg.optim.grad_clip)
+    if not torch.isfinite(grad_norm):  # a finite loss can still have inf/NaN gradients: never step on them
+        return {"step": step, "stage": stage, "loss": float(loss), "grad_norm": float(grad_norm), "finite": False}
     run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
     row = {"step": step + 1, "stage": stage, "loss": float(loss), "grad_norm": float(grad_norm),
@@ -331,8 +340,25 @@ def _write_model(run: Run):
     return write
 
 
+def _first_nonfinite(run: Run) -> str | None:
+    """The name of a parameter holding inf/NaN on any rank (a collective), else None."""
+    bad = None
+    for name, p in run.model.named_parameters():
+        local = p.to_local() if hasattr(p, "to_local") else p  # FSDP2: this rank's shard
+        if not torch.isfinite(local.detach()).all():
+            bad = name
+            break
+    flag = _all_reduce_sum(torch.tensor(float(bad is not None), device=run.info.device), run.info)
+    return (bad or "a parameter on another rank") if float(flag) > 0 else None
+
+
 def save_checkpoint(run: Run) -> Path | None:
-    """Gather the full state (a collective), write it on rank 0, keep the last K."""
+    """Gather the full state (a collective), write it on rank 0, keep the last K. Refuses non-finite weights."""
+    bad = _first_nonfinite(run)
+    if bad is not None:
+        good = ckpt.list_checkpoints(run.out / "checkpoints")
+        raise NonFiniteLossError(f"step {run.step}: {bad} holds inf/NaN, so no checkpoint is written; the last good "
+                                 f"checkpoint is {good[-1] if good else 'none'}")
     model_state = ckpt.full_model_state(run.model)
     opt_state = ckpt.full_optimizer_state(run.model, run.optimizer)
     path = ckpt.step_dir(run.out / "checkpoints", run.step)
@@ -356,7 +382,8 @@ def resume(run: Run) -> None:
         return
     if choice == "auto":
         found = ckpt.list_checkpoints(run.out / "checkpoints")
-        if not found:
+        if not found:  # killed before its first checkpoint: start over, without the old rows
+            _keep_metrics(run, 0)
             return
         path = found[-1]
     else:
@@ -373,28 +400,65 @@ def resume(run: Run) -> None:
     aliases = ckpt.tied_names(run.model)
     for alias, target in aliases.items():
         model_state.setdefault(alias, model_state[target])
+    own = run.model.state_dict()
+    mismatch = [f"{k}: checkpoint {tuple(v.shape)}, model {tuple(own[k].shape)}" for k, v in model_state.items()
+                if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    absent = sorted(set(own) - set(model_state) - set(aliases))
+    extra = sorted(set(model_state) - set(own))
+    if mismatch or absent or extra:
+        raise CheckpointError(f"{path}: the checkpoint does not fit the model this config builds ("
+                              + ("; ".join(mismatch[:3]) if mismatch else f"it lacks {absent[:3]}" if absent
+                                 else f"the model has no {extra[:3]}")
+                              + "); resume with the settings it was saved with (its train_state.json has the "
+                              "config), or start afresh (run.resume=never or a new run.out_dir)")
     options = StateDictOptions(full_state_dict=True)
     set_model_state_dict(run.model, model_state, options=options)
     # A stage-1 checkpoint has no optimizer state for the frozen parameters: load non-strictly, then
     # drop the state torch initialises for them, so they start fresh in stage 2 as in an unbroken run.
-    set_optimizer_state_dict(run.model, run.optimizer, opt_state,
-                             options=StateDictOptions(full_state_dict=True, strict=False))
+    try:
+        set_optimizer_state_dict(run.model, run.optimizer, opt_state,
+                                 options=StateDictOptions(full_state_dict=True, strict=False))
+    except (RuntimeError, KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{path / 'optimizer.safetensors'}: does not fit this run's optimizer "
+                              f"({type(e).__name__}: {str(e)[:200]}); {ckpt.RESUME_ADVICE}") from None
     saved = set(opt_state["state"])
     for name, p in run.model.named_parameters():
         if name not in saved:
             run.optimizer.state.pop(p, None)
-    for stage, s in state["samplers"].items():
-        if int(stage) in run.samplers:
-            run.samplers[int(stage)].load_state_dict(s)
-    if "cpu" in state["rng"]:
-        torch.set_rng_state(state["rng"]["cpu"])
+    try:
+        for stage, s in state["samplers"].items():
+            if int(stage) in run.samplers:
+                run.samplers[int(stage)].load_state_dict(s)
+        if "cpu" in state["rng"]:
+            torch.set_rng_state(state["rng"]["cpu"])
+    except (RuntimeError, KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: its sampler or RNG state is damaged ({type(e).__name__}: {str(e)[:200]}); "
+                              f"{ckpt.RESUME_ADVICE}") from None
     run.step, run.tokens, run.skipped = state["step"], state["tokens"], state["skipped"]
-    metrics = run.out / "metrics.jsonl"
-    if run.info.is_main and metrics.is_file():
-        rows = [line for line in metrics.read_text().splitlines() if json.loads(line).get("step", 0) <= run.step]
-        metrics.write_text("".join(r + "\n" for r in rows))
+    _keep_metrics(run, run.step)
     if run.info.is_main:
         print(f"resumed from {path} at step {run.step}", flush=True)
+
+
+def _keep_metrics(run: Run, step: int) -> None:
+    """Keep the metrics.jsonl rows up to ``step`` (those of the steps the run resumes after); a torn last
+    line (a kill mid-write) is dropped with a warning."""
+    metrics = run.out / "metrics.jsonl"
+    if not (run.info.is_main and metrics.is_file()):
+        return
+    lines = metrics.read_text(encoding="utf-8", errors="replace").splitlines()
+    rows = []
+    for n, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if n == len(lines):
+                print(f"warning: {metrics}: dropping its torn last line (a write was cut off)", file=sys.stderr)
+                continue
+            raise CheckpointError(f"{metrics}:{n}: not JSON; remove that line (or the file) to resume") from None
+        if row.get("step", 0) <= step:
+            rows.append(line)
+    metrics.write_text("".join(r + "\n" for r in rows), encoding="utf-8")
 
 
 def _barrier(info: DistInfo) -> None:
@@ -487,13 +551,16 @@ def _loop(run: Run) -> dict:
     while run.step < total:
         row = train_step(run, run.step)
         if not row["finite"]:
-            msg = f"step {run.step + 1}: the loss is {row['loss']} (not finite)"
+            what = "loss" if not math.isfinite(row["loss"]) else "gradient norm"
+            msg = f"step {run.step + 1}: the {what} is {row.get('grad_norm') if what != 'loss' else row['loss']}"
             if cfg.run.on_nan == "stop" or run.skipped >= cfg.run.max_skipped_steps:
                 run.optimizer.zero_grad(set_to_none=True)
                 good = ckpt.list_checkpoints(out / "checkpoints")
-                raise NonFiniteLossError(f"{msg}; stopping. The last good checkpoint is "
-                                         f"{good[-1] if good else 'none (no checkpoint was written yet)'}; "
-                                         "lower the learning rate or set run.on_nan=skip")
+                advice = ("lower the learning rate (optim.lr) or set run.on_nan=skip" if cfg.run.on_nan == "stop" else
+                          f"that is {run.skipped + 1} non-finite steps (run.max_skipped_steps = "
+                          f"{cfg.run.max_skipped_steps}); lower the learning rate (optim.lr)")
+                raise NonFiniteLossError(f"{msg} (not finite); stopping. The last good checkpoint is "
+                                         f"{good[-1] if good else 'none (no checkpoint was written yet)'}; {advice}")
             run.optimizer.zero_grad(set_to_none=True)
             run.skipped += 1
             run.step += 1
