@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from smoltolk.errors import SmolTolkError
+from smoltolk.errors import Interrupted, SmolTolkError
 
 
 def _cmd_presets(args: argparse.Namespace) -> None:
@@ -385,8 +385,18 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
+    except Interrupted as e:
+        print(f"smoltolk {args.command}: interrupted: {e}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print(f"smoltolk {args.command}: interrupted (what it writes is written whole or not at all)", file=sys.stderr)
+        return 130
     except SmolTolkError as e:
         print(f"smoltolk {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk, a permission, a vanished file: the system's words, no traceback
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        print(f"smoltolk {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
         return 2
     return 0
 

@@ -14,7 +14,8 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
-from smoltolk.errors import ConfigError
+from smoltolk.errors import ConfigError, SmolTolkError
+from smoltolk.files import read_text
 
 T = TypeVar("T")
 
@@ -151,10 +152,13 @@ def read_mapping(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
     try:
-        text = path.read_text()
+        text = read_text(path)
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except SmolTolkError as e:  # not UTF-8
+        raise ConfigError(str(e)) from None
     except (json.JSONDecodeError, yaml.YAMLError) as e:
-        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {e}") from None
+        detail = str(e).replace('"<unicode string>"', str(path)).replace("<unicode string>", str(path))
+        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {detail}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

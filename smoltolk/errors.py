@@ -15,3 +15,7 @@ class CheckpointError(SmolTolkError, OSError):
 
 class InputError(SmolTolkError, ValueError):
     """A model input (token ids, modality mask, positions) is malformed."""
+
+
+class Interrupted(SmolTolkError):
+    """Ctrl-C (or SIGTERM) stopped a command; the message says what state it left."""

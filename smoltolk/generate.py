@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 
 from smoltolk.errors import ConfigError, InputError
+from smoltolk.files import read_text
 from smoltolk.model.cache import Cache
 from smoltolk.model.llama import LlamaLM
 from smoltolk.model.tslm import TextSpeechLM
@@ -268,7 +269,7 @@ def read_units(path: str | Path) -> list[int]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: missing (expected speech units: a JSON list of ints or space-separated ints)")
-    text = path.read_text().strip()
+    text = read_text(path).strip()
     try:
         units = json.loads(text) if text.startswith("[") else [int(x) for x in text.split()]
     except (json.JSONDecodeError, ValueError) as e:

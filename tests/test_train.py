@@ -343,3 +343,37 @@ def test_a_restart_before_any_checkpoint_keeps_no_old_rows_and_sweeps_dead_write
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, 9)) and all(r["loss"] != 9.0 for r in rows)
     assert not dead.exists() and live.exists()
+
+
+@pytest.mark.parametrize("event", ["ctrl-c", "full-disk"])
+def test_interrupts_and_full_disks_end_in_one_line_naming_the_last_checkpoint(synth, tmp_path, monkeypatch, capsys,
+                                                                              event):
+    import errno
+
+    from smoltolk.cli import main
+
+    if event == "ctrl-c":
+        real = trainer.compute_loss
+
+        def interrupt_at_step_7(run, batch):
+            if run.step == 6:
+                raise KeyboardInterrupt
+            return real(run, batch)
+
+        monkeypatch.setattr(trainer, "compute_loss", interrupt_at_step_7)
+    else:
+        real_save = ckpt.save
+
+        def disk_full_at_step_10(path, **kw):
+            if path.name == "step-00000010":
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real_save(path, **kw)
+
+        monkeypatch.setattr(ckpt, "save", disk_full_at_step_10)
+    (tmp_path / "empty.yaml").write_text("{}\n")
+    code = main(["train", str(tmp_path / "empty.yaml"), *_overrides(synth, tmp_path / "run",
+                                                                     **{"run.checkpoint_every": 5})])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == (130 if event == "ctrl-c" else 2) and len(err) == 1 and "Traceback" not in err[0]
+    assert "the last complete checkpoint is" in err[0] and err[0].rstrip().find("step-00000005") > 0
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["step-00000005"]  # nothing partial

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from smoltolk.data.manifest import Word, _words
 from smoltolk.errors import InputError
+from smoltolk.files import decode_utf8, read_lines, read_text
 
 SILENCE = {"", "sil", "sp", "spn", "<eps>", "<sil>"}
 
@@ -22,7 +23,13 @@ def read_textgrid(path: str | Path, tier: str = "words") -> list[Word]:
     if not path.is_file():
         raise InputError(f"{path}: TextGrid file not found")
     raw = path.read_bytes()
-    text = raw.decode("utf-16") if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else raw.decode("utf-8-sig")
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):  # Praat writes UTF-16 with a byte-order mark
+        try:
+            text = raw.decode("utf-16")
+        except UnicodeDecodeError:
+            raise InputError(f"{path}: not valid UTF-16 text after its byte-order mark") from None
+    else:
+        text = decode_utf8(raw, path)
     text = re.sub(r"\[\s*\d*\s*\]", " ", text)  # drop "item [1]:"-style indices (long format)
     tokens = [(m.group(1), m.group(2)) for m in _TG_TOKEN.finditer(text)]  # (string | None, number | None)
     pos = 0
@@ -68,21 +75,20 @@ def read_ctm(path: str | Path) -> dict[str, list[Word]]:
     if not path.is_file():
         raise InputError(f"{path}: CTM file not found")
     out: dict[str, list[dict]] = {}
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip() or line.startswith(";;"):
-                continue
-            parts = line.split()
-            if len(parts) not in (5, 6):
-                raise InputError(f"{path}:{n}: expected '<utterance> <channel> <start> <duration> <word> "
-                                 f"[<confidence>]', got {line.strip()!r}")
-            try:
-                start, dur = float(parts[2]), float(parts[3])
-            except ValueError:
-                raise InputError(f"{path}:{n}: start and duration must be numbers, got {parts[2]!r} {parts[3]!r}") \
-                    from None
-            if parts[4].lower() not in SILENCE:
-                out.setdefault(parts[0], []).append({"word": parts[4], "start": start, "end": start + dur})
+    for n, line in enumerate(read_lines(path), start=1):
+        if not line.strip() or line.startswith(";;"):
+            continue
+        parts = line.split()
+        if len(parts) not in (5, 6):
+            raise InputError(f"{path}:{n}: expected '<utterance> <channel> <start> <duration> <word> "
+                             f"[<confidence>]', got {line.strip()!r}")
+        try:
+            start, dur = float(parts[2]), float(parts[3])
+        except ValueError:
+            raise InputError(f"{path}:{n}: start and duration must be numbers, got {parts[2]!r} {parts[3]!r}") \
+                from None
+        if parts[4].lower() not in SILENCE:
+            out.setdefault(parts[0], []).append({"word": parts[4], "start": start, "end": start + dur})
     return {utt: _words(words, f"{path} (utterance {utt!r})") for utt, words in out.items()}
 
 
@@ -92,7 +98,7 @@ def read_alignment_json(path: str | Path) -> list[Word]:
     if not path.is_file():
         raise InputError(f"{path}: alignment file not found")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path))
     except json.JSONDecodeError as e:
         raise InputError(f"{path}: not valid JSON ({e.msg})") from None
     words = data.get("words") if isinstance(data, dict) else data

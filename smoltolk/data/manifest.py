@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from smoltolk.errors import InputError
+from smoltolk.files import read_lines
 
 
 @dataclass
@@ -164,14 +165,13 @@ def _rows(path: Path) -> Iterator[tuple[str, Any]]:
         for i, row in enumerate(table.to_pylist()):
             yield f"{path}: row {i}", {k: v for k, v in row.items() if v is not None}
         return
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield f"{path}:{n}", json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+    for n, line in enumerate(read_lines(path), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield f"{path}:{n}", json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path}:{n}: not valid JSON ({e.msg})") from None
 
 
 def read_speech_manifest(path: str | Path) -> list[SpeechRecord]:

@@ -34,6 +34,7 @@ from smoltolk.data.audio import SAMPLE_RATE, audio_info, load_audio
 from smoltolk.data.manifest import SpeechRecord, _rows, parse_speech_record
 from smoltolk.data.units import collapse
 from smoltolk.errors import CheckpointError, ConfigError, InputError, SmolTolkError
+from smoltolk.files import read_lines
 from smoltolk.model.io import file_sha256
 
 # ---------------------------------------------------------------------------------------------
@@ -694,8 +695,7 @@ def read_shards(out_dir: str | Path) -> list[dict[str, Any]]:
         path = out_dir / SHARD_NAME.format(i)
         if not path.is_file():
             raise InputError(f"{path}: missing; the run is unfinished (run tokenize again to resume)")
-        with open(path, encoding="utf-8") as f:
-            rows.extend(json.loads(line) for line in f if line.strip())
+        rows.extend(json.loads(line) for line in read_lines(path) if line.strip())
     return rows
 
 

@@ -27,6 +27,7 @@ import numpy as np
 from smoltolk.errors import InputError
 from smoltolk.eval.scorer import Item, ItemScore, Reduction, Segment, choice_score, continuation_item
 from smoltolk.eval.tasks import Task, _encode, _mean, _merge_units
+from smoltolk.files import read_lines
 
 CLOZE_SETTINGS = ("T", "S", "T->S", "S->T", "t", "t->S")
 
@@ -36,7 +37,7 @@ def read_jsonl(path: str | Path, required: tuple[str, ...]) -> list[dict[str, An
     if not path.is_file():
         raise InputError(f"{path}: missing (expected a JSONL file)")
     rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(read_lines(path), 1):
         if not line.strip():
             continue
         try:

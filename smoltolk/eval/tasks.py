@@ -27,6 +27,7 @@ mmlu                   Hendrycks' release (``[test/]{subject}_test.csv``: questi
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from collections import defaultdict
@@ -50,6 +51,7 @@ from smoltolk.eval.scorer import (
     text_item,
 )
 from smoltolk.eval.units import UnitStore
+from smoltolk.files import read_lines, read_text
 
 SETTINGS = ("T", "S", "T->S", "S->T")
 
@@ -109,7 +111,7 @@ def read_gold(path: str | Path, columns: Sequence[str]) -> tuple[list[dict[str, 
     gold = path if path.suffix == ".csv" else path / "gold.csv"
     if not gold.is_file():
         raise InputError(f"{gold}: missing (expected the benchmark's gold.csv)")
-    with open(gold, newline="", encoding="utf-8") as f:
+    with io.StringIO(read_text(gold), newline="") as f:
         reader = csv.DictReader(f)
         missing = [c for c in columns if c not in (reader.fieldnames or [])]
         if missing:
@@ -380,7 +382,7 @@ class CrossModalStoryCloze(Task):
 
         def text(path: Path) -> str:
             if path not in texts:
-                texts[path] = " ".join(path.read_text(encoding="utf-8").split())
+                texts[path] = " ".join(read_text(path).split())
                 if not texts[path]:
                     raise InputError(f"{path}: empty")
             return texts[path]
@@ -499,22 +501,21 @@ def read_mmlu(path: str | Path, max_per_subject: int | None = 1000) -> list[MMLU
     path = Path(path)
     questions: list[MMLUQuestion] = []
     if path.is_file() and path.suffix == ".jsonl":
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{n}"
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise InputError(f"{where}: not valid JSON ({e.msg})") from None
-                if not isinstance(row, dict) or not {"subject", "question", "choices", "answer"} <= set(row):
-                    raise InputError(f"{where}: expected {{'subject', 'question', 'choices', 'answer'}}")
-                choices = [str(c) for c in row["choices"]]
-                if len(choices) < 2:
-                    raise InputError(f"{where}: needs at least two choices")
-                questions.append(MMLUQuestion(str(row["subject"]), str(row["question"]), choices,
-                                              _answer_index(row["answer"], len(choices), where)))
+        for n, line in enumerate(read_lines(path), start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{n}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(f"{where}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict) or not {"subject", "question", "choices", "answer"} <= set(row):
+                raise InputError(f"{where}: expected {{'subject', 'question', 'choices', 'answer'}}")
+            choices = [str(c) for c in row["choices"]]
+            if len(choices) < 2:
+                raise InputError(f"{where}: needs at least two choices")
+            questions.append(MMLUQuestion(str(row["subject"]), str(row["question"]), choices,
+                                          _answer_index(row["answer"], len(choices), where)))
     else:
         folder = path / "test" if (path / "test").is_dir() else path
         files = sorted(folder.glob("*_test.csv")) if folder.is_dir() else []
@@ -523,7 +524,7 @@ def read_mmlu(path: str | Path, max_per_subject: int | None = 1000) -> list[MMLU
                              "(Hendrycks' release, optionally under test/)")
         for csv_path in files:
             subject = csv_path.name[: -len("_test.csv")]
-            with open(csv_path, newline="", encoding="utf-8") as f:
+            with io.StringIO(read_text(csv_path), newline="") as f:
                 for n, row in enumerate(csv.reader(f), start=1):
                     where = f"{csv_path}:{n}"
                     if len(row) != 6:

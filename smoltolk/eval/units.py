@@ -26,6 +26,7 @@ import numpy as np
 from smoltolk.data.manifest import read_speech_manifest
 from smoltolk.data.units import collapse
 from smoltolk.errors import ConfigError, InputError
+from smoltolk.files import read_text
 
 
 class UnitStore:
@@ -71,8 +72,9 @@ def _read_unit_file(path: Path) -> np.ndarray:
             raise InputError(f"{path}: expected a 1-D integer array of units, got {arr.dtype} {arr.shape}")
         values = arr.tolist()
     else:
+        text = read_text(path)
         try:
-            values = [int(v) for v in path.read_text().split()]
+            values = [int(v) for v in text.split()]
         except ValueError:
             raise InputError(f"{path}: expected unit ids separated by spaces") from None
     if not values:

@@ -23,7 +23,7 @@ from torch import nn
 
 from smoltolk.config import to_dict
 from smoltolk.data.sampler import BatchSampler, DataConfig, Mixture
-from smoltolk.errors import CheckpointError, ConfigError, SmolTolkError
+from smoltolk.errors import CheckpointError, ConfigError, Interrupted, SmolTolkError
 from smoltolk.model.tslm import IGNORE, TextSpeechLM, shift_targets
 from smoltolk.train import checkpoint as ckpt
 from smoltolk.train.config import ModelSpec, TrainConfig
@@ -352,6 +352,11 @@ def _first_nonfinite(run: Run) -> str | None:
     return (bad or "a parameter on another rank") if float(flag) > 0 else None
 
 
+def _last_complete(run: Run) -> str:
+    good = ckpt.list_checkpoints(run.out / "checkpoints")
+    return f"the last complete checkpoint is {good[-1]}" if good else "no checkpoint was written yet"
+
+
 def save_checkpoint(run: Run) -> Path | None:
     """Gather the full state (a collective), write it on rank 0, keep the last K. Refuses non-finite weights."""
     bad = _first_nonfinite(run)
@@ -366,8 +371,16 @@ def save_checkpoint(run: Run) -> Path | None:
         state = {"step": run.step, "stage": stage_of(max(run.step - 1, 0), run.cfg.schedule), "tokens": run.tokens,
                  "skipped": run.skipped, "samplers": {str(k): s.state_dict() for k, s in run.samplers.items()},
                  "world_size": run.info.world_size, "config": to_dict(run.cfg)}
-        ckpt.save(path, model=run.model, model_state=model_state, optimizer_state=opt_state, train_state=state,
-                  write_model=_write_model(run))
+        from safetensors import SafetensorError
+
+        try:
+            ckpt.save(path, model=run.model, model_state=model_state, optimizer_state=opt_state,
+                      train_state=state, write_model=_write_model(run))
+        except CheckpointError:
+            raise
+        except (OSError, SafetensorError) as e:  # a full disk, a permission (safetensors has its own error type)
+            raise CheckpointError(f"cannot write {path} ({e}); nothing of it was kept; {_last_complete(run)}; "
+                                  "free space (or fix the folder) and run the same command to resume") from None
         ckpt.prune(run.out / "checkpoints", run.cfg.run.keep_checkpoints, path)
     _barrier(run.info)
     return path
@@ -532,6 +545,8 @@ def train(cfg: TrainConfig) -> dict:
     run = setup(cfg)
     try:
         return _loop(run)
+    except KeyboardInterrupt:
+        raise Interrupted(f"at step {run.step}; {_last_complete(run)}; run the same command to resume") from None
     finally:
         cleanup()
 
