@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from smoltolk.errors import InputError
+from smoltolk.errors import CheckpointError, InputError
 
 
 def decode_utf8(data: bytes, where: str | Path, bom: bool = True) -> str:
@@ -26,3 +26,18 @@ def read_text(path: str | Path) -> str:
 def read_lines(path: str | Path) -> list[str]:
     """The file's lines (UTF-8), without line ends."""
     return read_text(path).splitlines()
+
+
+SAFETENSORS = ("model.safetensors", "model.safetensors.index.json")
+
+
+def require_safetensors(directory: str | Path, what: str = "") -> None:
+    """Raise a CheckpointError unless ``directory`` holds safetensors weights (a single file or an index);
+    pickle-based weights (``*.bin``, ``*.pt``) are named and refused: they can run code when loaded."""
+    directory = Path(directory)
+    if any((directory / name).is_file() for name in SAFETENSORS):
+        return
+    others = sorted(p.name for p in directory.glob("*.bin")) + sorted(p.name for p in directory.glob("*.pt*"))
+    hint = (f" Found {others}: pickle-based weights are not loaded (they can run code); convert them to "
+            "safetensors with a tool you trust." if others else "")
+    raise CheckpointError(f"{directory}: no {' or '.join(SAFETENSORS)}{f' for {what}' if what else ''}.{hint}")

@@ -64,3 +64,46 @@ def test_the_cli_answers_bad_bytes_in_one_line_without_a_traceback(tmp_path, bpe
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert lines[-1].startswith("smoltolk prepare: error:") and "t.jsonl:2: not UTF-8" in lines[-1]
     assert not out.exists() or not any(out.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize("weights", ["pickle-only", "none"])
+@pytest.mark.parametrize("which", ["hubert", "ctc"])
+def test_model_folders_without_safetensors_are_refused_in_one_line(tmp_path, which, weights, capsys):
+    import json
+
+    transformers = pytest.importorskip("transformers")
+    from smoltolk.cli import main
+
+    folder = tmp_path / which
+    if which == "hubert":
+        cfg = transformers.HubertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                        intermediate_size=37, conv_dim=(32, 32), conv_stride=(5, 4), conv_kernel=(10, 8),
+                                        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+        model = transformers.HubertModel(cfg)
+    else:
+        vocab = {"<pad>": 0, "|": 1, "a": 2, "b": 3}
+        cfg = transformers.Wav2Vec2Config(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1,
+                                          num_attention_heads=2, intermediate_size=37, conv_dim=(32, 32),
+                                          conv_stride=(5, 4), conv_kernel=(10, 8), num_conv_pos_embeddings=16,
+                                          num_conv_pos_embedding_groups=2)
+        model = transformers.Wav2Vec2ForCTC(cfg)
+    model.save_pretrained(folder)
+    if which == "ctc":
+        (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "model.safetensors").unlink()
+    if weights == "pickle-only":
+        import torch
+
+        torch.save(model.state_dict(), folder / "pytorch_model.bin")
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"id": "a", "audio": "a.wav", "text": "ab"}) + "\n")
+    if which == "hubert":
+        args = ["tokenize", str(manifest), str(tmp_path / "out"), "--features", f"hubert:{folder}", "--kmeans",
+                str(tmp_path / "km.npy"), "--layer", "1"]
+    else:
+        args = ["align", str(manifest), str(tmp_path / "out.jsonl"), "--ctc-model", str(folder)]
+    capsys.readouterr()  # (what saving the model printed)
+    assert main(args) == 2
+    err = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert len(err) == 1 and "no model.safetensors" in err[0]
+    assert ("pytorch_model.bin" in err[0] and "pickle" in err[0]) == (weights == "pickle-only")

@@ -15,7 +15,8 @@ import numpy as np
 
 from smoltolk.data.alignments import normalize
 from smoltolk.data.manifest import Word
-from smoltolk.errors import InputError
+from smoltolk.errors import CheckpointError, InputError
+from smoltolk.files import read_text, require_safetensors
 
 
 def ctc_viterbi(log_probs: np.ndarray, targets: list[int], blank: int = 0) -> np.ndarray:
@@ -71,8 +72,16 @@ class CTCAligner:
         vocab_path = directory / "vocab.json"
         if not vocab_path.is_file():
             raise InputError(f"{vocab_path}: missing (expected the CTC model's character vocabulary)")
-        self.vocab: dict[str, int] = json.loads(vocab_path.read_text())
-        self.model = Wav2Vec2ForCTC.from_pretrained(directory).to(device).eval()
+        try:
+            self.vocab: dict[str, int] = json.loads(read_text(vocab_path))
+        except json.JSONDecodeError as e:
+            raise InputError(f"{vocab_path}: not valid JSON ({e.msg})") from None
+        require_safetensors(directory, "a CTC model")
+        try:
+            self.model = Wav2Vec2ForCTC.from_pretrained(directory, use_safetensors=True,
+                                                        local_files_only=True).to(device).eval()
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"{directory}: cannot load the CTC model ({str(e).splitlines()[0]})") from None
         self.device = device
         cfg = self.model.config
         self.blank = cfg.pad_token_id if cfg.pad_token_id is not None else self.vocab.get("<pad>", 0)

@@ -34,7 +34,7 @@ from smoltolk.data.audio import SAMPLE_RATE, audio_info, load_audio
 from smoltolk.data.manifest import SpeechRecord, _rows, parse_speech_record
 from smoltolk.data.units import collapse
 from smoltolk.errors import CheckpointError, ConfigError, InputError, SmolTolkError
-from smoltolk.files import read_lines
+from smoltolk.files import read_lines, require_safetensors
 from smoltolk.model.io import file_sha256
 
 # ---------------------------------------------------------------------------------------------
@@ -140,8 +140,9 @@ class HubertFeatures(FeatureExtractor):
         num_layers = int(config.num_hidden_layers)
         if not 1 <= layer <= num_layers:
             raise ConfigError(f"layer {layer}: {directory} has transformer layers 1..{num_layers}")
+        require_safetensors(directory, "a HuBERT model")
         try:
-            model, info = transformers.HubertModel.from_pretrained(str(directory), config=config,
+            model, info = transformers.HubertModel.from_pretrained(str(directory), config=config, use_safetensors=True,
                                                                    local_files_only=True, output_loading_info=True)
         except (OSError, ValueError) as e:
             raise CheckpointError(f"{directory}: cannot load the HuBERT model ({e})") from None

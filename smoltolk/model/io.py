@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from smoltolk.errors import CheckpointError
+from smoltolk.files import require_safetensors
 
 WEIGHTS = "model.safetensors"
 WEIGHTS_INDEX = "model.safetensors.index.json"
@@ -60,25 +61,22 @@ def _load_safetensors_file(path: Path) -> dict[str, Tensor]:
 def read_weights(directory: str | Path) -> dict[str, Tensor]:
     """All tensors of ``directory/model.safetensors`` or of the shards its index names."""
     directory = Path(directory)
+    require_safetensors(directory)
     single, index = directory / WEIGHTS, directory / WEIGHTS_INDEX
     if single.is_file():
         return _load_safetensors_file(single)
-    if index.is_file():
-        weight_map = read_json(index).get("weight_map")
-        if not isinstance(weight_map, dict) or not weight_map:
-            raise CheckpointError(f"{index}: expected a non-empty 'weight_map' of tensor name -> shard file")
-        state: dict[str, Tensor] = {}
-        for shard in sorted(set(weight_map.values())):
-            tensors = _load_safetensors_file(directory / shard)
-            state.update({k: v for k, v in tensors.items() if weight_map.get(k) == shard})
-        missing = sorted(set(weight_map) - set(state))
-        if missing:
-            raise CheckpointError(f"{index}: tensors {missing[:5]} are listed but absent from their shards")
-        return state
-    others = sorted(p.name for p in directory.glob("*.bin")) + sorted(p.name for p in directory.glob("*.pt*"))
-    hint = (f" Found {others}: pickle-based weights are not loaded (they can run code); convert them to "
-            "safetensors with a tool you trust." if others else "")
-    raise CheckpointError(f"{directory}: no {WEIGHTS} or {WEIGHTS_INDEX}.{hint}")
+    # else the index (require_safetensors saw one of the two)
+    weight_map = read_json(index).get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise CheckpointError(f"{index}: expected a non-empty 'weight_map' of tensor name -> shard file")
+    state: dict[str, Tensor] = {}
+    for shard in sorted(set(weight_map.values())):
+        tensors = _load_safetensors_file(directory / shard)
+        state.update({k: v for k, v in tensors.items() if weight_map.get(k) == shard})
+    missing = sorted(set(weight_map) - set(state))
+    if missing:
+        raise CheckpointError(f"{index}: tensors {missing[:5]} are listed but absent from their shards")
+    return state
 
 
 def load_into(model: nn.Module, state: dict[str, Tensor], source: str | Path,
