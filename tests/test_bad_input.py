@@ -77,8 +77,9 @@ def test_model_folders_without_safetensors_are_refused_in_one_line(tmp_path, whi
     folder = tmp_path / which
     if which == "hubert":
         cfg = transformers.HubertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                        intermediate_size=37, conv_dim=(32, 32), conv_stride=(5, 4), conv_kernel=(10, 8),
-                                        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+                                        intermediate_size=37, conv_dim=(32, 32), conv_stride=(5, 4),
+                                        conv_kernel=(10, 8), num_conv_pos_embeddings=16,
+                                        num_conv_pos_embedding_groups=2)
         model = transformers.HubertModel(cfg)
     else:
         vocab = {"<pad>": 0, "|": 1, "a": 2, "b": 3}
