@@ -72,6 +72,7 @@ def _cmd_generate(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from smoltolk.errors import InputError
+    from smoltolk.files import check_output_file, write_text_atomic
     from smoltolk.generate import GenerationConfig, Speech, collect, read_units, render, stream
     from smoltolk.model.hf import load_tokenizer
     from smoltolk.model.tslm import TextSpeechLM
@@ -80,6 +81,9 @@ def _cmd_generate(args: argparse.Namespace) -> None:
         raise InputError("give a prompt: --text STRING and/or --units FILE (repeatable, in order)")
     if (args.vocoder is None) != (args.wav is None):
         raise InputError("--vocoder and --wav go together")
+    for option, path in (("--out", args.out), ("--wav", args.wav)):
+        if path:
+            check_output_file(path, option)
     cfg = GenerationConfig(to=args.to, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                            top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     tok_path = Path(args.tokenizer) if args.tokenizer else Path(args.checkpoint) / "tokenizer.json"
@@ -98,7 +102,7 @@ def _cmd_generate(args: argparse.Namespace) -> None:
     bar.close()
     out = render(gen, tokenizer, args.to)
     if args.out:
-        Path(args.out).write_text(out + "\n")
+        write_text_atomic(args.out, out + "\n")
     else:
         print(out)
     if vocoder is not None:
@@ -179,9 +183,21 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_synth_data(args: argparse.Namespace) -> None:
-    from smoltolk.data.synthetic import make_synthetic_corpus
+    import shutil
 
-    paths = make_synthetic_corpus(args.out, n_utterances=args.utterances, n_documents=args.documents, seed=args.seed)
+    from smoltolk.data.synthetic import make_synthetic_corpus
+    from smoltolk.errors import InputError
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is a file; synth-data writes a folder")
+    created = not out.exists()
+    try:
+        paths = make_synthetic_corpus(out, n_utterances=args.utterances, n_documents=args.documents, seed=args.seed)
+    except BaseException:
+        if created:  # never leave a half-written corpus under the name asked for
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     print(json.dumps(paths, indent=2))
 
 
@@ -221,6 +237,26 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     run_demo(args.out, seed=args.seed, quick=args.quick, audio=args.audio)
 
 
+def _number(kind: type, low: float | None = None, high: float | None = None, low_open: bool = False):
+    """An argparse type: ``kind`` within [low, high] (``low_open``: above low), named in the error."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if (low is not None and (value <= low if low_open else value < low)) or (high is not None and value > high):
+            lo = "" if low is None else f"{'>' if low_open else '>='} {low}"
+            hi = "" if high is None else f"<= {high}"
+            raise argparse.ArgumentTypeError(f"expected a value {' and '.join(x for x in (lo, hi) if x)}, got {text}")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
+POSITIVE, COUNT, SEED = _number(int, 1), _number(int, 0), _number(int, 0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smoltolk", description="Text-speech language models with late fusion "
                                      "and multi-level fission (SmolTolk): data, training, evaluation, analysis, "
@@ -229,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the mini-world: pretrain, train baseline and SmolTolk, evaluate, analyse")
     p.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--quick", action="store_true", help="a small run (about a minute) that proves the pipeline")
     p.add_argument("--audio", action="store_true", help="also read some stories aloud with espeak-ng and train on "
                    "their log-mel + k-means units (needs espeak-ng: apt-get install espeak-ng)")
@@ -237,8 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tiny-run", help="a one-minute tiny-model run on this CPU that shows the model working")
     p.add_argument("--out", default="runs/tiny-run", help="output directory (default: runs/tiny-run)")
-    p.add_argument("--steps", type=int, default=150, help="training steps per model (default: 150)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=POSITIVE, default=150, help="training steps per model (default: 150)")
+    p.add_argument("--seed", type=SEED, default=0)
     p.set_defaults(func=_cmd_tiny_run)
 
     p = sub.add_parser("train", help="train with the paper's two-stage recipe (or pretrain a text LM)")
@@ -248,9 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("synth-data", help="a small synthetic prepared text+speech corpus (for tiny runs and tests)")
     p.add_argument("out", help="output folder: tokenizer.json, manifests, speech/ and text/ shards")
-    p.add_argument("--utterances", type=int, default=400)
-    p.add_argument("--documents", type=int, default=400)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--utterances", type=POSITIVE, default=400)
+    p.add_argument("--documents", type=POSITIVE, default=400)
+    p.add_argument("--seed", type=SEED, default=0)
     p.set_defaults(func=_cmd_synth_data)
 
     p = sub.add_parser("prepare", help="turn a speech or text manifest into memory-mapped training shards")
@@ -258,10 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="output directory (shards + index.json); re-runs skip finished shards")
     p.add_argument("--kind", choices=["speech", "text"], required=True)
     p.add_argument("--tokenizer", required=True, help="the backbone's tokenizer.json")
-    p.add_argument("--text-eos-id", type=int, default=None, help="default: the tokenizer's end-of-text token")
-    p.add_argument("--num-units", type=int, default=500)
-    p.add_argument("--shard-size", type=int, default=10000, help="records per shard")
-    p.add_argument("--workers", type=int, default=0, help="processes (default: one per CPU core)")
+    p.add_argument("--text-eos-id", type=COUNT, default=None, help="default: the tokenizer's end-of-text token")
+    p.add_argument("--num-units", type=POSITIVE, default=500)
+    p.add_argument("--shard-size", type=POSITIVE, default=10000, help="records per shard")
+    p.add_argument("--workers", type=COUNT, default=0, help="processes (default: one per CPU core)")
     p.add_argument("--alignments", default=None,
                    help="word alignments: a CTM file or a directory of <id>.TextGrid / <id>.json")
     p.set_defaults(func=_cmd_prepare)
@@ -296,16 +332,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a speech segment: a JSON list of unit ids, or space-separated ids (repeatable)")
     p.add_argument("--to", choices=["text", "speech", "either"], required=True,
                    help="output modality (either: continue the prompt's, switching only if the model learned to)")
-    p.add_argument("--max-new-tokens", type=int, default=200)
-    p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (default: 1.0)")
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--max-new-tokens", type=POSITIVE, default=200)
+    p.add_argument("--temperature", type=_number(float, 0), default=1.0, help="0 = greedy (default: 1.0)")
+    p.add_argument("--top-k", type=POSITIVE, default=None)
+    p.add_argument("--top-p", type=_number(float, 0, 1, low_open=True), default=1.0)
+    p.add_argument("--seed", type=SEED, default=None)
     p.add_argument("--tokenizer", default=None, help="tokenizer.json (default: <checkpoint>/tokenizer.json)")
     p.add_argument("--out", default=None, help="write the output here instead of stdout")
     p.add_argument("--vocoder", default=None, help="a local, trusted TorchScript or .pt2 unit vocoder (see README)")
     p.add_argument("--wav", default=None, help="with --vocoder: write the generated units as audio here")
-    p.add_argument("--sample-rate", type=int, default=None, help="the vocoder's sample rate, if it does not say")
+    p.add_argument("--sample-rate", type=POSITIVE, default=None, help="the vocoder's sample rate, if it does not say")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_cmd_generate)
 
@@ -315,9 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="output folder: shard-*.jsonl, units.jsonl (all shards), tokenize.json")
     p.add_argument("--features", required=True, help=features_help)
     p.add_argument("--kmeans", required=True, help="centroids (.npy or .safetensors; see convert-kmeans)")
-    p.add_argument("--layer", type=int, default=11, help="HuBERT transformer layer, from 1 (default: 11)")
-    p.add_argument("--shard-size", type=int, default=1000, help="utterances per shard (default: 1000)")
-    p.add_argument("--batch-size", type=int, default=8, help="utterances per forward pass (default: 8)")
+    p.add_argument("--layer", type=POSITIVE, default=11, help="HuBERT transformer layer, from 1 (default: 11)")
+    p.add_argument("--shard-size", type=POSITIVE, default=1000, help="utterances per shard (default: 1000)")
+    p.add_argument("--batch-size", type=POSITIVE, default=8, help="utterances per forward pass (default: 8)")
     p.add_argument("--no-resample", action="store_true", help="reject audio that is not 16 kHz")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_cmd_tokenize)
@@ -326,12 +362,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("manifest", help='JSONL of {"id": ..., "audio": path}')
     p.add_argument("out", help="centroid file to write (.npy or .safetensors)")
     p.add_argument("--features", required=True, help=features_help)
-    p.add_argument("--k", type=int, default=500, help="number of centroids (default: 500)")
-    p.add_argument("--max-frames", type=int, default=None,
+    p.add_argument("--k", type=POSITIVE, default=500, help="number of centroids (default: 500)")
+    p.add_argument("--max-frames", type=POSITIVE, default=None,
                    help="stop reading after this many frames (utterances are read in a seeded random order)")
-    p.add_argument("--layer", type=int, default=11, help="HuBERT transformer layer, from 1 (default: 11)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--layer", type=POSITIVE, default=11, help="HuBERT transformer layer, from 1 (default: 11)")
+    p.add_argument("--batch-size", type=POSITIVE, default=8)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--no-resample", action="store_true", help="reject audio that is not 16 kHz")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_cmd_fit_kmeans)
@@ -355,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="turn benchmark audio into units: hubert:DIR or logmel[:RATE], and a centroid file")
     p.add_argument("--tokenizer", default=None, help="tokenizer.json for text (default: <checkpoint>/tokenizer.json)")
     p.add_argument("--reduction", choices=["mean", "sum"], default=None, help="per-item score (default: mean)")
-    p.add_argument("--batch-tokens", type=int, default=None, help="positions per forward pass (default: 2048)")
+    p.add_argument("--batch-tokens", type=POSITIVE, default=None, help="positions per forward pass (default: 2048)")
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None)
     p.set_defaults(func=_cmd_eval)
@@ -368,13 +404,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--segmentation-test", default=None, help="aligned manifest to report segmentation on")
     p.add_argument("--analyses", nargs="+", default=None, metavar="NAME",
                    help="layer-weights segmentation intrinsic-dim overlap (default: all)")
-    p.add_argument("--num-samples", type=int, default=None, help="representations per batch (default: 10000)")
-    p.add_argument("--num-batches", type=int, default=None, help="batches, for mean and std (default: 5)")
+    p.add_argument("--num-samples", type=POSITIVE, default=None, help="representations per batch (default: 10000)")
+    p.add_argument("--num-batches", type=POSITIVE, default=None, help="batches, for mean and std (default: 5)")
     p.add_argument("--out", required=True)
     p.add_argument("--config", default=None, help="a YAML/JSON analysis config (smoltolk.analysis.run.AnalysisConfig)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--tokenizer", default=None, help="tokenizer.json (default: <checkpoint>/tokenizer.json)")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=SEED, default=None)
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None)
     p.set_defaults(func=_cmd_analyze)

@@ -20,6 +20,18 @@ from smoltolk.files import read_text
 T = TypeVar("T")
 
 
+def check_ranges(obj: Any, prefix: str, **ranges: tuple[float | None, float | None]) -> None:
+    """Raise a ConfigError naming ``prefix.field`` when a numeric field is outside its ``(low, high)``
+    (inclusive; None = unbounded; a None value is allowed, meaning "not set")."""
+    for name, (lo, hi) in ranges.items():
+        value = getattr(obj, name)
+        if value is None:
+            continue
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            want = (f">= {lo}" if hi is None else f"<= {hi}" if lo is None else f"in [{lo}, {hi}]")
+            raise ConfigError(f"{prefix}.{name} must be {want}, got {value}")
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     """A dataclass tree as plain nested dicts (JSON/YAML serialisable)."""
     return dataclasses.asdict(cfg)

@@ -41,3 +41,30 @@ def require_safetensors(directory: str | Path, what: str = "") -> None:
     hint = (f" Found {others}: pickle-based weights are not loaded (they can run code); convert them to "
             "safetensors with a tool you trust." if others else "")
     raise CheckpointError(f"{directory}: no {' or '.join(SAFETENSORS)}{f' for {what}' if what else ''}.{hint}")
+
+
+def check_output_file(path: str | Path, option: str) -> Path:
+    """Before any work: ``path`` can be written as a file (its folder exists, it is not a folder)."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{option} {path}: is a folder; give a file path")
+    if not path.parent.is_dir():
+        raise InputError(f"{option} {path}: the folder {path.parent} does not exist; create it first")
+    return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) under a temporary name beside ``path``, then rename: never a partial file."""
+    import os
+    import tempfile
+
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

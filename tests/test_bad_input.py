@@ -108,3 +108,90 @@ def test_model_folders_without_safetensors_are_refused_in_one_line(tmp_path, whi
     err = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
     assert len(err) == 1 and "no model.safetensors" in err[0]
     assert ("pytorch_model.bin" in err[0] and "pickle" in err[0]) == (weights == "pickle-only")
+
+
+@pytest.mark.parametrize("args, option", [
+    (["tiny-run", "--steps", "-1"], "--steps"),
+    (["synth-data", "OUT", "--utterances", "0"], "--utterances"),
+    (["prepare", "M", "OUT", "--kind", "text", "--tokenizer", "T", "--shard-size", "0"], "--shard-size"),
+    (["prepare", "M", "OUT", "--kind", "text", "--tokenizer", "T", "--workers", "-2"], "--workers"),
+    (["generate", "C", "--text", "x", "--to", "text", "--top-p", "0"], "--top-p"),
+    (["generate", "C", "--text", "x", "--to", "text", "--temperature", "-1"], "--temperature"),
+    (["tokenize", "M", "OUT", "--features", "logmel", "--kmeans", "K", "--batch-size", "0"], "--batch-size"),
+])
+def test_numeric_options_out_of_range_are_refused_before_any_work(tmp_path, capsys, args, option):
+    from smoltolk.cli import main
+
+    args = [str(tmp_path / a) if a in ("OUT", "M", "T", "C", "K") else a for a in args]
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and f"argument {option}: expected" in err and "Traceback" not in err
+    assert not (tmp_path / "OUT").exists()
+
+
+@pytest.mark.parametrize("override, name", [("run.checkpoint_every=-1", "run.checkpoint_every"),
+                                            ("run.log_every=0", "run.log_every"),
+                                            ("optim.grad_clip=-1", "optim.grad_clip"),
+                                            ("optim.betas=[0.9, 1.5]", "optim.betas"),
+                                            ("validation.batches=0", "validation.batches")])
+def test_config_fields_out_of_range_are_named(tmp_path, capsys, override, name):
+    from smoltolk.cli import main
+
+    (tmp_path / "r.yaml").write_text(f"run: {{out_dir: {tmp_path / 'run'}}}\n")
+    assert main(["train", str(tmp_path / "r.yaml"), override]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and name in err[0] and not (tmp_path / "run").exists()
+
+
+def test_outputs_are_checked_before_work_and_never_left_partial(tmp_path, capsys, monkeypatch):
+    from smoltolk.cli import main
+
+    # generate: a missing folder is refused before the model is even read
+    assert main(["generate", str(tmp_path / "no-model"), "--text", "x", "--to", "text",
+                 "--out", str(tmp_path / "missing" / "out.txt")]) == 2
+    err = capsys.readouterr().err
+    assert "--out" in err and "does not exist" in err and "no-model" not in err
+    # synth-data onto a file: one line; a failing run leaves no half-written folder
+    (tmp_path / "file").write_text("x")
+    assert main(["synth-data", str(tmp_path / "file"), "--utterances", "3", "--documents", "3"]) == 2
+    assert "is a file" in capsys.readouterr().err
+
+    def fail(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("smoltolk.data.synthetic.prepare", fail)
+    assert main(["synth-data", str(tmp_path / "corpus"), "--utterances", "3", "--documents", "3"]) == 2
+    assert "No space left on device" in capsys.readouterr().err and not (tmp_path / "corpus").exists()
+
+
+def test_messages_name_the_manifest_line_and_the_real_audio_problem(tmp_path, bpe_tokenizer_file, monkeypatch):
+    import json
+    import os
+
+    import numpy as np
+    import soundfile as sf
+
+    from smoltolk.data.audio import read_audio
+    from smoltolk.data.prepare import PrepareSettings, prepare
+
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("\n".join(json.dumps({"id": f"u{i}", "units": [1, 2, 700 if i == 2 else 3]})
+                                  for i in range(4)) + "\n")
+    with pytest.raises(SmolTolkError, match=r"m.jsonl:3 \(id 'u2'\): unit 700 is outside \[0, 500\)"):
+        prepare(manifest, tmp_path / "out", "speech", PrepareSettings(str(bpe_tokenizer_file), text_eos_id=0,
+                                                                      shard_size=10, workers=1), progress=False)
+    wav = tmp_path / "a.wav"
+    sf.write(wav, np.zeros(160, dtype=np.float32), 16000)
+    monkeypatch.setattr(os, "access", lambda p, mode: False)  # as an unprivileged user without read permission
+    with pytest.raises(SmolTolkError, match="a.wav: not readable"):
+        read_audio(wav)
+
+
+def test_a_yaml_syntax_error_names_the_file(tmp_path):
+    from smoltolk.config import read_mapping
+
+    (tmp_path / "r.yaml").write_text("run:\n  out_dir: [unclosed\n")
+    with pytest.raises(SmolTolkError) as err:
+        read_mapping(tmp_path / "r.yaml")
+    assert "<unicode string>" not in str(err.value) and str(err.value).count("r.yaml") >= 2

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from smoltolk.errors import CheckpointError
+from smoltolk.errors import CheckpointError, ConfigError
 from smoltolk.train import checkpoint as ckpt
 from smoltolk.train import trainer
 from smoltolk.train.config import OptimConfig, ScheduleConfig
@@ -377,3 +377,13 @@ def test_interrupts_and_full_disks_end_in_one_line_naming_the_last_checkpoint(sy
     assert code == (130 if event == "ctrl-c" else 2) and len(err) == 1 and "Traceback" not in err[0]
     assert "the last complete checkpoint is" in err[0] and err[0].rstrip().find("step-00000005") > 0
     assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["step-00000005"]  # nothing partial
+
+
+def test_data_prepared_with_another_tokenizer_is_refused(synth, tmp_path, bpe_tokenizer_file):
+    over = _overrides(synth, tmp_path / "a", **{"model.tokenizer": str(bpe_tokenizer_file)})
+    with pytest.raises(ConfigError, match=r"index.json: prepared with another tokenizer .* --tokenizer"):
+        train(load_train_config(None, over))
+    assert not (tmp_path / "a").exists()
+    summary = train(load_train_config(None, _overrides(synth, tmp_path / "b", **{
+        "model.tokenizer": synth["tokenizer"], "schedule.stage2_steps": 1})))
+    assert summary["steps"] == 6

@@ -8,6 +8,7 @@ when resampling is disabled.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,8 @@ def _check_exists(path: Path) -> None:
         raise InputError(f"{path}: not a file (expected a WAV or FLAC audio file)")
     if path.stat().st_size == 0:
         raise InputError(f"{path}: the audio file is empty (0 bytes)")
+    if not os.access(path, os.R_OK):  # libsndfile would say "File does not exist"
+        raise InputError(f"{path}: not readable (permission denied)")
 
 
 def _unreadable(path: Path, e: Exception) -> InputError:

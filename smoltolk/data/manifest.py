@@ -176,24 +176,30 @@ def _rows(path: Path) -> Iterator[tuple[str, Any]]:
 
 def read_speech_manifest(path: str | Path) -> list[SpeechRecord]:
     """All speech records of a JSONL / Parquet manifest, validated; ids must be unique."""
-    return _read(Path(path), parse_speech_record)
+    return _read(Path(path), parse_speech_record)[0]
 
 
 def read_text_manifest(path: str | Path) -> list[TextRecord]:
-    return _read(Path(path), parse_text_record)
+    return _read(Path(path), parse_text_record)[0]
 
 
-def _read(path: Path, parse) -> list:
-    records, seen = [], {}
+def read_manifest_located(path: str | Path, kind: str) -> tuple[list, list[str]]:
+    """(records, where each was read: ``file:line`` or ``file: row i``) of a speech or text manifest."""
+    return _read(Path(path), parse_speech_record if kind == "speech" else parse_text_record)
+
+
+def _read(path: Path, parse) -> tuple[list, list[str]]:
+    records, wheres, seen = [], [], {}
     for where, raw in _rows(path):
         rec = parse(raw, where)
         if rec.id in seen:
             raise InputError(f"{where}: duplicate id {rec.id!r} (first at {seen[rec.id]})")
         seen[rec.id] = where
         records.append(rec)
+        wheres.append(where)
     if not records:
         raise InputError(f"{path}: the manifest holds no records")
-    return records
+    return records, wheres
 
 
 def write_manifest(path: str | Path, records: list[SpeechRecord] | list[TextRecord]) -> Path:

@@ -31,13 +31,7 @@ import numpy as np
 
 from smoltolk.data.alignments import check_transcript, load_alignments, normalize
 from smoltolk.data.interleave import AlignedCorpus
-from smoltolk.data.manifest import (
-    SpeechRecord,
-    parse_speech_record,
-    parse_text_record,
-    read_speech_manifest,
-    read_text_manifest,
-)
+from smoltolk.data.manifest import SpeechRecord, parse_speech_record, parse_text_record, read_manifest_located
 from smoltolk.data.units import collapse, word_ends_to_collapsed
 from smoltolk.errors import InputError
 from smoltolk.model.io import atomic_directory, file_sha256
@@ -88,7 +82,7 @@ def _speech_units(rec: SpeechRecord, where: str) -> tuple[np.ndarray, np.ndarray
     return collapse(units)[0], None
 
 
-def _speech_shard(records: list[dict], settings: PrepareSettings, where: str, out: Path, key: str) -> None:
+def _speech_shard(records: list[dict], settings: PrepareSettings, wheres: list[str], out: Path, key: str) -> None:
     from smoltolk.model.hf import load_tokenizer
 
     tok = load_tokenizer(settings.tokenizer)
@@ -96,7 +90,7 @@ def _speech_shard(records: list[dict], settings: PrepareSettings, where: str, ou
     stream: list[np.ndarray] = []
     aligned: list[list[tuple[list[int], list[int]]]] = []
     n_words = 0
-    for raw in records:
+    for raw, where in zip(records, wheres, strict=True):
         rec = parse_speech_record(raw, where)
         rid = f"{where} (id {rec.id!r})"
         units, durations = _speech_units(rec, rid)
@@ -122,7 +116,8 @@ def _speech_shard(records: list[dict], settings: PrepareSettings, where: str, ou
     arrays = {"stream": np.concatenate(stream).astype(UNIT_DTYPE)}
     if aligned:
         corpus = AlignedCorpus.from_words(aligned)
-        corpus.validate(settings.num_units, where)  # e.g. a word left without text tokens by the tokenizer
+        # e.g. a word left without text tokens by the tokenizer
+        corpus.validate(settings.num_units, f"the records of {wheres[0]} to {wheres[-1]}")
         for name in ALIGNED_ARRAYS:
             arr = getattr(corpus, name)
             arrays[name] = arr.astype(UNIT_DTYPE if name == "units" else np.int64)
@@ -130,11 +125,11 @@ def _speech_shard(records: list[dict], settings: PrepareSettings, where: str, ou
                                "aligned_utterances": len(aligned), "words": n_words}, key)
 
 
-def _text_shard(records: list[dict], settings: PrepareSettings, where: str, out: Path, key: str) -> None:
+def _text_shard(records: list[dict], settings: PrepareSettings, wheres: list[str], out: Path, key: str) -> None:
     from smoltolk.model.hf import load_tokenizer
 
     tok = load_tokenizer(settings.tokenizer)
-    texts = [parse_text_record(r, where).text for r in records]
+    texts = [parse_text_record(r, where).text for r, where in zip(records, wheres, strict=True)]
     encodings = tok.encode_batch(texts, add_special_tokens=False)
     docs = [np.r_[np.asarray(e.ids, dtype=np.int64), settings.text_eos_id] for e in encodings]
     stream = np.concatenate(docs)
@@ -156,8 +151,8 @@ def _write_shard(out: Path, arrays: dict[str, np.ndarray], stats: dict, key: str
 
 
 def _job(args: tuple) -> None:
-    kind, records, settings, where, out, key = args
-    (_speech_shard if kind == "speech" else _text_shard)(records, settings, where, Path(out), key)
+    kind, records, settings, wheres, out, key = args
+    (_speech_shard if kind == "speech" else _text_shard)(records, settings, wheres, Path(out), key)
 
 
 def default_text_eos_id(tokenizer_file: str | Path) -> int:
@@ -188,7 +183,7 @@ def prepare(manifest: str | Path, out: str | Path, kind: str, settings: PrepareS
     manifest, out = Path(manifest), Path(out)
     if not Path(settings.tokenizer).is_file():
         raise InputError(f"{settings.tokenizer}: tokenizer.json not found")
-    records = read_speech_manifest(manifest) if kind == "speech" else read_text_manifest(manifest)
+    records, located = read_manifest_located(manifest, kind)
     if alignments is not None and kind == "speech":
         found = load_alignments(alignments, [r.id for r in records])
         for rec in records:
@@ -206,26 +201,26 @@ def prepare(manifest: str | Path, out: str | Path, kind: str, settings: PrepareS
     out.mkdir(parents=True, exist_ok=True)
     jobs, shards = [], []
     for i, start in enumerate(range(0, len(rows), settings.shard_size)):
-        chunk = rows[start:start + settings.shard_size]
+        chunk, wheres = rows[start:start + settings.shard_size], located[start:start + settings.shard_size]
         key = hashlib.sha256((setting_key + json.dumps(chunk, sort_keys=True)).encode()).hexdigest()
         path = out / f"shard-{i:05d}"
         shards.append(path)
         done = path / "done.json"
         if done.is_file() and json.loads(done.read_text()).get("input") == key:
             continue
-        where = f"{manifest} (records {start}..{start + len(chunk) - 1})"
-        jobs.append((kind, chunk, settings, where, str(path), key))
+        jobs.append((kind, chunk, settings, wheres, str(path), key))
     workers = settings.workers or os.cpu_count() or 1
-    bar = tqdm(total=len(jobs), desc=f"prepare {kind}", unit="shard", disable=not progress)
-    if jobs and (workers == 1 or len(jobs) == 1):
-        for job in jobs:
-            _job(job)
-            bar.update()
-    elif jobs:
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-            for _ in pool.map(_job, jobs):
+    skipped = len(shards) - len(jobs)
+    desc = f"prepare {kind}" + (f" ({skipped} unchanged shard{'s' * (skipped != 1)} skipped)" if skipped else "")
+    with tqdm(total=len(jobs), desc=desc, unit="shard", disable=not progress) as bar:  # closed (newline) on error
+        if jobs and (workers == 1 or len(jobs) == 1):
+            for job in jobs:
+                _job(job)
                 bar.update()
-    bar.close()
+        elif jobs:
+            with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+                for _ in pool.map(_job, jobs):
+                    bar.update()
     for stale in sorted(out.glob("shard-*")):  # shards beyond the manifest's end (it shrank)
         if stale not in shards:
             import shutil

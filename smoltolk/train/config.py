@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from smoltolk.config import check_ranges
 from smoltolk.data.sampler import DataConfig, DatasetConfig
 from smoltolk.errors import ConfigError
 from smoltolk.model.config import BackboneConfig, SpeechConfig
@@ -49,8 +50,11 @@ class OptimConfig:
     def __post_init__(self) -> None:
         if self.lr <= 0:
             raise ConfigError(f"optim.lr must be positive, got {self.lr}")
-        if not 0 <= self.decay_fraction <= 1:
-            raise ConfigError(f"optim.decay_fraction must be in [0, 1], got {self.decay_fraction}")
+        check_ranges(self, "optim", decay_fraction=(0, 1), warmup_steps=(0, None), text_warmup_steps=(0, None),
+                     speech_lr_mult_stage1=(0, None), speech_lr_mult_stage2=(0, None), weight_decay=(0, None),
+                     grad_clip=(0, None), eps=(0, None))
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"optim.betas must be two numbers in [0, 1), got {list(self.betas)}")
 
 
 @dataclass
@@ -82,6 +86,9 @@ class ValidationConfig:
     # "tasks.lexical_cloze.path=world/bench/held_out/lexical_cloze.jsonl"); their metrics go to metrics.jsonl
     eval: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        check_ranges(self, "validation", every=(0, None), batches=(1, None), seed=(0, None))
+
 
 @dataclass
 class RunConfig:
@@ -102,6 +109,10 @@ class RunConfig:
     on_nan: Literal["stop", "skip"] = "stop"
     max_skipped_steps: int = 10
     peak_flops: float | None = None  # per device, for the MFU estimate (None: a guess by device type)
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "run", seed=(0, None), checkpoint_every=(0, None), keep_checkpoints=(0, None),
+                     log_every=(1, None), max_skipped_steps=(0, None), peak_flops=(1, None))
 
 
 @dataclass

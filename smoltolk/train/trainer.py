@@ -122,6 +122,24 @@ def _samplers(cfg: TrainConfig, model: nn.Module, info: DistInfo) -> dict[int, B
     return out
 
 
+def _check_tokenizer(cfg: TrainConfig, tokenizer: Path | None) -> None:
+    """Text and interleaved data must have been prepared with the model's own tokenizer (index.json keeps
+    its sha256): other token ids would train silently on the wrong words."""
+    if tokenizer is None:
+        return
+    from smoltolk.model.io import file_sha256, read_json
+
+    own = file_sha256(tokenizer)
+    for ds in cfg.data.datasets + cfg.validation.datasets:
+        if ds.modality == "speech":
+            continue
+        index = Path(ds.path) / "index.json"
+        theirs = read_json(index).get("tokenizer_sha256") if index.is_file() else None
+        if theirs is not None and theirs != own:
+            raise ConfigError(f"{index}: prepared with another tokenizer (sha256 {theirs[:12]}...) than the model's "
+                              f"{tokenizer} ({own[:12]}...); run smoltolk prepare again with --tokenizer {tokenizer}")
+
+
 def _precision(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     p = cfg.run.precision
     if p == "fp32":
@@ -147,6 +165,7 @@ def setup(cfg: TrainConfig) -> Run:
                                   betas=tuple(cfg.optim.betas), eps=cfg.optim.eps)
     if cfg.run.compile:
         wrapped = torch.compile(wrapped)
+    _check_tokenizer(cfg, tok)
     run = Run(cfg, info, model, wrapped, optimizer, _samplers(cfg, model, info), Path(cfg.run.out_dir), tok, autocast)
     if info.is_main:  # what killed checkpoint writes left behind (a live writer's folder is kept)
         from smoltolk.model.io import remove_stale_writes
