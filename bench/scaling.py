@@ -61,13 +61,14 @@ def done_keys(results: Path) -> set[str]:
     return keys
 
 
-def plan(widths: list[int], budgets: list[int], seeds: list[int], extra_seeds_at_max: list[int]) -> list[tuple]:
+def plan(widths: list[int], budgets: list[int], seeds: list[int], extra_seeds_at_max: list[int],
+         models: tuple[str, ...] = MODELS) -> list[tuple]:
     runs = []
     for steps in sorted(budgets):
         for width in widths:
             run_seeds = seeds + (extra_seeds_at_max if steps == max(budgets) else [])
             for seed in run_seeds:
-                for model in MODELS:
+                for model in models:
                     runs.append((width, steps, model, seed))
     return runs
 
@@ -98,7 +99,7 @@ def study(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     base = SIZES["quick" if args.quick else "default"]
     results = out / "results.jsonl"
-    todo = [r for r in plan(args.widths, args.budgets, args.seeds, args.extra_seeds)
+    todo = [r for r in plan(args.widths, args.budgets, args.seeds, args.extra_seeds, args.models)
             if run_key(*r) not in done_keys(results)]
     print(f"{len(todo)} runs to do; results in {results}", flush=True)
     if not todo:
@@ -122,14 +123,14 @@ def study(args) -> None:
         t0 = time.time()
         work = out / "work" / key
         model_dir = train_model(out / "data", work, model, SPEECH_CONFIGS[model], backbones[width], size, seed,
-                                False, progress=False)
+                                False, progress=False, overrides=args.set)
         train_seconds = time.time() - t0
         res = evaluate_one(model_dir, world_dir, work / "eval")
         params = sum(p.numel() for p in TextSpeechLM.from_pretrained(model_dir).parameters())
         tokens = steps * size.micro_batch * size.context
         row = {"key": key, "width": width, "steps": steps, "model": model, "seed": seed, "params": params,
                "tokens": tokens, "flops": 6 * params * tokens, "train_seconds": round(train_seconds, 1),
-               "threads": torch.get_num_threads(),
+               "threads": torch.get_num_threads(), "overrides": args.set,
                "metrics": {m: _dig(res[task], keys) for m, (task, keys, _) in METRICS.items()},
                "results": res}
         with open(results, "a") as f:
@@ -202,6 +203,11 @@ def main() -> int:
     ap.add_argument("--seeds", type=ints, default=[0])
     ap.add_argument("--extra-seeds", type=ints, default=[1, 2],
                     help="more seeds at the largest budget")
+    ap.add_argument("--models", type=lambda s: tuple(s.split(",")), default=MODELS,
+                    help="a subset of " + ",".join(MODELS))
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a training-config setting for every run (a lever, e.g. data.interleave.text_span=[2,6]); "
+                         "use a separate --out per lever")
     ap.add_argument("--quick", action="store_true", help="the demo's --quick world and sizes (for tests)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--plot", action="store_true", help="only redraw the figure from the results")

@@ -190,13 +190,17 @@ def pretrain_backbone(data: Path, work: Path, size: DemoSize, seed: int, tok: Pa
 
 
 def train_model(data: Path, work: Path, name: str, switches: dict, backbone_dir: Path, size: DemoSize, seed: int,
-                audio: bool, progress: bool, validation: list[str] | None = None) -> Path:
+                audio: bool, progress: bool, validation: list[str] | None = None,
+                overrides: list[str] | None = None) -> Path:
     """Two-stage training of one text-speech model (speech config ``switches``) from ``backbone_dir`` on the
     shards in ``data``: ``work/models/<name>`` (the run itself in ``work/runs/<name>``). ``validation``:
-    benchmarks scored 4 times during training (``validation.eval``), learning curves in its metrics.jsonl."""
+    benchmarks scored 4 times during training (``validation.eval``), learning curves in its metrics.jsonl.
+    ``overrides``: ``key=value`` settings of the training config on top (levers: spans, rates, ...)."""
+    from smoltolk.config import apply_overrides
+
     common = _common(size, seed)
     total = size.stage1_steps + size.stage2_steps
-    run = _train({**common,
+    run = _train(apply_overrides({**common,
                   "validation": {"every": max(1, total // 4) if validation else 0, "eval": validation or []},
                   "model": {"backbone_dir": str(backbone_dir), "speech": to_dict(SpeechConfig(**switches))},
                   "data": {**common["data"],
@@ -204,7 +208,7 @@ def train_model(data: Path, work: Path, name: str, switches: dict, backbone_dir:
                   "optim": {"lr": 1e-3, "warmup_steps": max(1, size.stage1_steps // 4)},
                   "schedule": {**common["schedule"], "stage1_steps": size.stage1_steps,
                                "stage2_steps": size.stage2_steps},
-                  "run": {**common["run"], "out_dir": str(work / "runs" / name)}}, progress)
+                  "run": {**common["run"], "out_dir": str(work / "runs" / name)}}, overrides or []), progress)
     return _export(run["checkpoint"], work / "models" / name)
 
 
