@@ -387,3 +387,43 @@ def test_data_prepared_with_another_tokenizer_is_refused(synth, tmp_path, bpe_to
     summary = train(load_train_config(None, _overrides(synth, tmp_path / "b", **{
         "model.tokenizer": synth["tokenizer"], "schedule.stage2_steps": 1})))
     assert summary["steps"] == 6
+
+
+def _v1_overrides(synth, out: Path, text_only: bool) -> list[str]:
+    """The settings tests/golden/checkpoint-v1{,-text} were written with (by the trainer of December 2026)."""
+    o = {"model.preset": "tiny", "model.backbone": "{vocab_size: 512, hidden_size: 16, intermediate_size: 24, "
+                                                    "num_layers: 2, num_heads: 2, num_kv_heads: 1}",
+         "model.speech": "{num_units: 500, input_adapter_layers: 1, output_adapter_layers: 1}", "data.context": 32,
+         "data.datasets": f"[{{path: {synth['speech']}, modality: speech}}, {{path: {synth['text']}, modality: text}}, "
+                          f"{{path: {synth['speech']}, modality: interleaved}}]",
+         "schedule.stage1_steps": 2, "schedule.stage2_steps": 3, "schedule.micro_batch": 2, "optim.lr": 2e-3,
+         "optim.warmup_steps": 1, "run.out_dir": str(out), "run.progress": "false", "run.precision": "fp32"}
+    if text_only:
+        del o["model.speech"]
+        o.update({"model.text_only": "true", "schedule.stage1_steps": 0, "schedule.stage2_steps": 4,
+                  "data.modality_weights": "{text: 1.0}",
+                  "data.datasets": f"[{{path: {synth['text']}, modality: text}}]"})
+    return [f"{k}={v}" for k, v in o.items()]
+
+
+@pytest.mark.parametrize("text_only", [False, True])
+def test_checkpoints_of_the_previous_release_load_and_resume(synth, tmp_path, text_only):
+    import shutil
+
+    from smoltolk.model.hf import load_hf_backbone
+    from smoltolk.model.io import read_weights
+    from smoltolk.model.tslm import TextSpeechLM
+
+    src = GOLDEN.parent / ("checkpoint-v1-text" if text_only else "checkpoint-v1")
+    stored = read_weights(src)
+    if text_only:
+        state = load_hf_backbone(src).state_dict()
+        stored = {k.removeprefix("model."): v for k, v in stored.items()}
+    else:
+        state = TextSpeechLM.from_pretrained(src).state_dict()
+    assert stored and all(torch.equal(state[k], v) for k, v in stored.items())
+    step = json.loads((src / "train_state.json").read_text())["step"]
+    shutil.copytree(src, tmp_path / "checkpoints" / src.name.replace("checkpoint-v1-text", f"step-{step:08d}")
+                    .replace("checkpoint-v1", f"step-{step:08d}"))
+    summary = train(load_train_config(None, _v1_overrides(synth, tmp_path, text_only)))
+    assert summary["steps"] == step + 2 and summary["last"]["step"] == step + 2
