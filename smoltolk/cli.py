@@ -418,7 +418,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, or a usage error (argparse printed it): its exit code
+        return e.code if isinstance(e.code, int) else 2
     try:
         args.func(args)
     except Interrupted as e:

@@ -424,7 +424,7 @@ def test_cli_generate_writes_audio_through_a_vocoder(checkpoint, tmp_path, capsy
     (["--units", "nowhere.json", "--to", "speech"], "nowhere.json: missing"),
     (["--text", "x", "--to", "text", "--tokenizer", "none.json"], "none.json: missing"),
     (["--text", "x", "--to", "text", "--wav", "o.wav"], "--vocoder and --wav"),
-    (["--text", "x", "--to", "text", "--top-p", "2"], "top_p"),
+    (["--text", "x", "--to", "text", "--top-p", "2"], "--top-p: expected a value > 0 and <= 1"),
 ])
 def test_cli_generate_user_errors_exit_2(checkpoint, capsys, argv, match):
     assert main(["generate", str(checkpoint), *argv]) == 2

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from smoltolk.errors import CheckpointError, ConfigError
+from smoltolk.errors import CheckpointError, ConfigError, Interrupted
 from smoltolk.train import checkpoint as ckpt
 from smoltolk.train import trainer
 from smoltolk.train.config import OptimConfig, ScheduleConfig
@@ -117,7 +117,7 @@ def _train_killed_at(cfg, step: int, monkeypatch) -> None:
         return real(run, s)
 
     monkeypatch.setattr(trainer, "train_step", dies)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted):
         train(cfg)
     monkeypatch.setattr(trainer, "train_step", real)
 
@@ -151,7 +151,7 @@ def test_interrupted_checkpoint_keeps_the_previous_one(synth, tmp_path, monkeypa
         return real(directory, **kw)
 
     monkeypatch.setattr(ckpt, "save", crash_second)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted):
         train(cfg)
     names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert names == ["step-00000005"]  # no half-written step-00000010, the previous one intact

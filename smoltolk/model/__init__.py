@@ -4,9 +4,10 @@ from smoltolk.model.cache import Cache
 from smoltolk.model.config import ABLATIONS, BASELINE, BackboneConfig, ModelConfig, SpeechConfig
 from smoltolk.model.hf import load_hf_backbone, load_tokenizer, save_hf_backbone
 from smoltolk.model.llama import LlamaLM
+from smoltolk.model.outputs import LMOutput
 from smoltolk.model.tslm import TextSpeechLM, TSLMOutput, shift_targets
 
 __all__ = [
     "ABLATIONS", "BASELINE", "BackboneConfig", "Cache", "LlamaLM", "ModelConfig", "SpeechConfig",
-    "TSLMOutput", "TextSpeechLM", "load_hf_backbone", "load_tokenizer", "save_hf_backbone", "shift_targets",
+    "LMOutput", "TSLMOutput", "TextSpeechLM", "load_hf_backbone", "load_tokenizer", "save_hf_backbone", "shift_targets",
 ]

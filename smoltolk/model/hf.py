@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ import torch
 
 from smoltolk.errors import CheckpointError, ConfigError
 from smoltolk.model.config import BackboneConfig
-from smoltolk.model.io import WEIGHTS, atomic_directory, load_into, meta_build, read_json, read_weights, save_weights
+from smoltolk.model.io import WEIGHTS, atomic_directory, load_into, meta_build, read_json, read_weights
 from smoltolk.model.llama import LlamaLM
 
 SUPPORTED = {
@@ -134,7 +133,7 @@ def load_hf_backbone(directory: str | Path, dtype: torch.dtype = torch.float32,
     """A :class:`LlamaLM` with the weights of a Hugging Face checkpoint directory."""
     directory = Path(directory)
     cfg = load_hf_config(directory)
-    state = {(k[len("model."):] if k.startswith("model.") else k): v for k, v in read_weights(directory).items()}
+    state = LlamaLM.state_from_files(read_weights(directory))
     state = {k: v for k, v in state.items() if "rotary_emb" not in k}
     if cfg.tie_word_embeddings:
         state.pop("lm_head.weight", None)
@@ -147,11 +146,9 @@ def load_hf_backbone(directory: str | Path, dtype: torch.dtype = torch.float32,
 def save_hf_backbone(model: LlamaLM, directory: str | Path, tokenizer_file: str | Path | None = None) -> Path:
     """Write ``model`` as a Hugging Face ``LlamaForCausalLM`` directory (atomically)."""
     directory = Path(directory)
-    cfg = hf_config_from_backbone(model.config)
-    prefixed = _HFNames(model)
+    hf_config_from_backbone(model.config)  # refuses what a Llama config cannot say, before anything is written
     with atomic_directory(directory, replaceable=_is_our_export) as tmp:
-        (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-        save_weights(prefixed, tmp / WEIGHTS)
+        model.write_files(tmp)
         if tokenizer_file is not None:
             (tmp / "tokenizer.json").write_bytes(Path(tokenizer_file).read_bytes())
     return directory
@@ -160,17 +157,6 @@ def save_hf_backbone(model: LlamaLM, directory: str | Path, tokenizer_file: str 
 def _is_our_export(directory: Path) -> bool:
     """A directory that :func:`save_hf_backbone` wrote (only its files), safe to replace."""
     return {p.name for p in directory.iterdir()} <= {"config.json", WEIGHTS, "tokenizer.json"}
-
-
-class _HFNames(torch.nn.Module):
-    """A view of a LlamaLM whose state-dict names carry Hugging Face's ``model.`` prefix."""
-
-    def __init__(self, lm: LlamaLM) -> None:
-        super().__init__()
-        self.model = torch.nn.Module()
-        self.model.embed_tokens, self.model.layers, self.model.norm = lm.embed_tokens, lm.layers, lm.norm
-        if not lm.config.tie_word_embeddings:
-            self.lm_head = lm.lm_head
 
 
 def load_tokenizer(directory_or_file: str | Path):

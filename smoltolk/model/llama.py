@@ -9,6 +9,7 @@ checkpoints map one to one. The decoder stack is a plain ``nn.ModuleList`` run b
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +17,7 @@ from torch import Tensor, nn
 
 from smoltolk.model.cache import Cache, KVCache, attention_mask, document_positions, run_starts
 from smoltolk.model.config import BackboneConfig
+from smoltolk.model.outputs import IGNORE, LMOutput
 
 
 class RMSNorm(nn.Module):
@@ -242,7 +244,9 @@ class LlamaLM(nn.Module):
 
     def forward(self, input_ids: Tensor, position_ids: Tensor | None = None, doc_ids: Tensor | None = None,
                 cache: Cache | None = None, output_hidden_states: bool = False,
-                inputs_embeds: Tensor | None = None, apply_head: bool = True) -> tuple[Tensor, list[Tensor]] | Tensor:
+                inputs_embeds: Tensor | None = None, apply_head: bool = True, labels: Tensor | None = None,
+                is_speech: Tensor | None = None, labels_is_speech: Tensor | None = None,
+                ) -> tuple[Tensor, list[Tensor]] | Tensor | LMOutput:
         """Logits (B, T, V) for token ids (B, T) (or ``inputs_embeds`` (B, T, d)).
 
         doc_ids (B, T): packed documents; attention never crosses a document boundary and
@@ -251,7 +255,17 @@ class LlamaLM(nn.Module):
         With ``output_hidden_states`` returns (logits, the L layer outputs).
         ``apply_head=False``: the final normed states (B, T, d) in place of the logits (``lm_head``
         of them = the logits), for callers that need logits at a few positions only.
+        With ``labels`` (B, T) (a ``shift_targets`` batch of text; ``is_speech`` and ``labels_is_speech`` are
+        accepted and ignored) returns an :class:`LMOutput` with the loss, as :class:`TextSpeechLM` does:
+        the trainer's one interface.
         """
+        if labels is not None:
+            return self._loss(self._logits(input_ids, position_ids, doc_ids), labels)
+        return self._logits(input_ids, position_ids, doc_ids, cache, output_hidden_states, inputs_embeds, apply_head)
+
+    def _logits(self, input_ids: Tensor, position_ids: Tensor | None = None, doc_ids: Tensor | None = None,
+                cache: Cache | None = None, output_hidden_states: bool = False,
+                inputs_embeds: Tensor | None = None, apply_head: bool = True) -> tuple[Tensor, list[Tensor]] | Tensor:
         if inputs_embeds is None:
             check_ids(input_ids, self.config.vocab_size, "input_ids")
             inputs_embeds = self.embed_tokens(input_ids)
@@ -265,6 +279,47 @@ class LlamaLM(nn.Module):
             cache.length += shape[1]
         logits = self.lm_head(x) if apply_head else x
         return (logits, outs) if output_hidden_states else logits
+
+
+    def _loss(self, logits: Tensor, labels: Tensor) -> LMOutput:
+        n = (labels != IGNORE).sum()
+        ce = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE, reduction="sum")
+        loss = ce / n.clamp(min=1)
+        return LMOutput(loss=loss, lm_loss=loss, text_loss=ce / n, num_text=n)
+
+    # -------------------------------------------------- the training surface shared with TextSpeechLM
+    swt_id = -1  # a text LM has no modality switch, no speech EOS and no units
+    speech_eos_id = -1
+    num_units: int | None = None
+
+    def speech_parameters(self) -> dict[str, nn.Parameter]:
+        return {}
+
+    def scored_targets(self, labels: Tensor, labels_is_speech: Tensor | None, is_speech: Tensor | None
+                       ) -> tuple[Tensor, Tensor, Tensor]:
+        """(text mask, speech mask, speech targets) of the targets the loss scores: every label that is one."""
+        text = labels != IGNORE
+        return text, torch.zeros_like(text), labels
+
+    def write_files(self, directory: Path, state: dict[str, Tensor] | None = None) -> None:
+        """``config.json`` + ``model.safetensors`` of ``state`` (default: this model's) into ``directory``, as a
+        Hugging Face ``LlamaForCausalLM`` directory (``model.`` prefixes); not atomic (callers rename)."""
+        import json
+
+        from safetensors.torch import save_file
+
+        from smoltolk.model.hf import hf_config_from_backbone
+        from smoltolk.model.io import WEIGHTS, unique_state_dict
+
+        state = unique_state_dict(self) if state is None else state
+        hf = {k if k.startswith("lm_head") else f"model.{k}": v.contiguous() for k, v in state.items()}
+        (directory / "config.json").write_text(json.dumps(hf_config_from_backbone(self.config), indent=2) + "\n")
+        save_file(hf, str(directory / WEIGHTS), metadata={"format": "pt"})
+
+    @staticmethod
+    def state_from_files(state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Tensor names of a Hugging Face checkpoint (``model.`` prefixes) -> this module's."""
+        return {k.removeprefix("model."): v for k, v in state.items()}
 
 
 def check_ids(ids: Tensor, vocab_size: int, name: str, where: Tensor | None = None) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,33 +31,24 @@ from smoltolk.config import from_dict, to_dict
 from smoltolk.errors import CheckpointError, ConfigError, InputError
 from smoltolk.model.cache import Cache, speech_run_segments
 from smoltolk.model.config import ModelConfig, SpeechConfig
-from smoltolk.model.io import WEIGHTS, atomic_directory, load_into, meta_build, read_json, read_weights, save_weights
+from smoltolk.model.io import (
+    WEIGHTS,
+    atomic_directory,
+    load_into,
+    meta_build,
+    read_json,
+    read_weights,
+    unique_state_dict,
+)
 from smoltolk.model.llama import DecoderLayer, LlamaLM, check_ids, init_weights, positions_and_segments, run_layers
+from smoltolk.model.outputs import IGNORE, LMOutput
+
+TSLMOutput = LMOutput  # the name of earlier releases
 
 if TYPE_CHECKING:
     from smoltolk.generate import Generation
 
-IGNORE = -100
 CHECKPOINT_FORMAT = "smoltolk.TextSpeechLM"
-
-
-@dataclass
-class TSLMOutput:
-    """What :meth:`TextSpeechLM.forward` returns. Logits are None unless asked for."""
-
-    loss: Tensor | None = None  # LM loss - beta * entropy (what training minimises)
-    lm_loss: Tensor | None = None  # token-weighted mean cross-entropy over both modalities
-    text_loss: Tensor | None = None  # mean cross-entropy over text targets (nan if none)
-    speech_loss: Tensor | None = None  # mean cross-entropy over speech targets (nan if none)
-    num_text: Tensor | None = None  # number of scored text targets
-    num_speech: Tensor | None = None  # number of scored speech targets
-    entropy: Tensor | None = None  # mean selector entropy H(w) over positions
-    text_logits: Tensor | None = None  # (B, T, V_text) or (B, 1, V_text) with logits="last"
-    speech_logits: Tensor | None = None  # (B, T, V_speech) or (B, 1, V_speech)
-    layer_weights: Tensor | None = None  # (B, T, L) dynamic weights w (dynamic pooling only)
-    hidden_states: tuple[Tensor, ...] | None = None  # L + 1 x (B, T, d): backbone input, then each layer's output
-    text_head_input: Tensor | None = None  # (B, T, d) what lm_head maps to text logits (return_head_inputs)
-    speech_head_input: Tensor | None = None  # (B, T, d) what speech_head maps to speech logits (return_head_inputs)
 
 
 class TextSpeechLM(nn.Module):
@@ -100,6 +90,14 @@ class TextSpeechLM(nn.Module):
     def swt_id(self) -> int:
         """The modality-switch token, the first id after the backbone's own vocabulary."""
         return self.config.backbone.vocab_size
+
+    @property
+    def speech_eos_id(self) -> int:
+        return self.config.speech.eos_id
+
+    @property
+    def num_units(self) -> int:
+        return self.config.speech.num_units
 
     @property
     def text_vocab_size(self) -> int:
@@ -199,7 +197,7 @@ class TextSpeechLM(nn.Module):
                           "is_speech": is_speech[:, -1], "run": run[:, -1]}
             cache.length += t
 
-        out = TSLMOutput(entropy=entropy, layer_weights=weights if return_layer_weights else None,
+        out = LMOutput(entropy=entropy, layer_weights=weights if return_layer_weights else None,
                          hidden_states=(x, *layers) if return_hidden_states else None)
         if return_head_inputs:
             out.text_head_input, out.speech_head_input = final, pooled
@@ -319,13 +317,28 @@ class TextSpeechLM(nn.Module):
         if tokenizer_file is not None and not tokenizer.is_file():
             raise CheckpointError(f"{tokenizer}: missing (expected a tokenizer.json to store with the checkpoint)")
         tokenizer_bytes = tokenizer.read_bytes() if tokenizer.is_file() else None
-        meta = {"format": CHECKPOINT_FORMAT, "version": 1, "model": to_dict(self.config)}
         with atomic_directory(directory, replaceable=_is_checkpoint) as tmp:
-            (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
-            save_weights(self, tmp / WEIGHTS, metadata={"format": "pt", "smoltolk": CHECKPOINT_FORMAT})
+            self.write_files(tmp)
             if tokenizer_bytes is not None:
                 (tmp / "tokenizer.json").write_bytes(tokenizer_bytes)
         return directory
+
+    def write_files(self, directory: Path, state: dict[str, Tensor] | None = None) -> None:
+        """``config.json`` + ``model.safetensors`` of ``state`` (default: this model's, tied copies once) into
+        ``directory``; not atomic (:meth:`save_pretrained` and the trainer's checkpoints write into a
+        temporary directory and rename it). The one writer of this format."""
+        from safetensors.torch import save_file
+
+        state = unique_state_dict(self) if state is None else state
+        meta = {"format": CHECKPOINT_FORMAT, "version": 1, "model": to_dict(self.config)}
+        (directory / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+        save_file({k: v.contiguous() for k, v in state.items()}, str(directory / WEIGHTS),
+                  metadata={"format": "pt", "smoltolk": CHECKPOINT_FORMAT})
+
+    @staticmethod
+    def state_from_files(state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Tensor names as :meth:`write_files` stores them -> this module's (the same)."""
+        return state
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, dtype: torch.dtype = torch.float32,

@@ -18,13 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from smoltolk.config import to_dict
 from smoltolk.data.sampler import BatchSampler, DataConfig, Mixture
 from smoltolk.errors import CheckpointError, ConfigError, Interrupted, SmolTolkError
-from smoltolk.model.tslm import IGNORE, TextSpeechLM, shift_targets
+from smoltolk.model.tslm import TextSpeechLM, shift_targets
 from smoltolk.train import checkpoint as ckpt
 from smoltolk.train.config import ModelSpec, TrainConfig
 from smoltolk.train.distributed import DistInfo, all_reduce_mean, cleanup, wrap
@@ -97,7 +96,7 @@ def _build(spec: ModelSpec) -> tuple[nn.Module, Path | None]:
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """speech / text x decay (>= 2-D tensors) / no decay, each group named for its schedule."""
-    speech = model.speech_parameters() if isinstance(model, TextSpeechLM) else {}
+    speech = model.speech_parameters()
     groups: dict[tuple[str, bool], list] = {}
     for name, p in model.named_parameters():
         kind = "speech" if name in speech else "text"
@@ -107,16 +106,13 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def _samplers(cfg: TrainConfig, model: nn.Module, info: DistInfo) -> dict[int, BatchSampler]:
-    swt = model.swt_id if isinstance(model, TextSpeechLM) else -1
-    eos = model.config.speech.eos_id if isinstance(model, TextSpeechLM) else -1
     out = {}
     for stage, weights, steps in ((1, cfg.stage1_data, cfg.schedule.stage1_steps),
                                   (2, cfg.data.modality_weights, cfg.schedule.stage2_steps)):
         if steps == 0:
             continue
         data = dataclasses.replace(cfg.data, modality_weights=dict(weights), seed=cfg.data.seed + 1000 * stage)
-        units = model.config.speech.num_units if isinstance(model, TextSpeechLM) else None
-        mixture = Mixture(data, swt_id=swt, speech_eos_id=eos, num_units=units)
+        mixture = Mixture(data, swt_id=model.swt_id, speech_eos_id=model.speech_eos_id, num_units=model.num_units)
         out[stage] = BatchSampler(mixture, cfg.schedule.micro_batch, info.rank, info.world_size,
                                   cfg.schedule.grad_accum)
     return out
@@ -186,11 +182,8 @@ def _shifted(run: Run, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
 
 def count_targets(run: Run, shifted: dict[str, torch.Tensor]) -> torch.Tensor:
     """The number of targets the loss of this micro-batch scores (before running the model)."""
-    if isinstance(run.model, TextSpeechLM):
-        text, speech, _ = run.model.scored_targets(shifted["labels"], shifted["labels_is_speech"],
-                                                   shifted["is_speech"])
-        return (text.sum() + speech.sum()).float()
-    return (shifted["labels"] != IGNORE).sum().float()
+    text, speech, _ = run.model.scored_targets(shifted["labels"], shifted["labels_is_speech"], shifted["is_speech"])
+    return (text.sum() + speech.sum()).float()
 
 
 def compute_loss(run: Run, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -200,19 +193,14 @@ def compute_loss(run: Run, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor
     dev = run.info.device
     ctx = torch.autocast(dev.type, dtype=run.autocast) if run.autocast else contextlib.nullcontext()
     with ctx:
-        if isinstance(run.model, TextSpeechLM):
-            out = run.wrapped(**shifted)
-            bonus = out.lm_loss - out.loss  # beta x entropy (0 without an entropy term)
-            stats = {"text_ce_sum": torch.nan_to_num(out.text_loss) * out.num_text, "n_text": out.num_text,
-                     "speech_ce_sum": torch.nan_to_num(out.speech_loss) * out.num_speech,
-                     "n_speech": out.num_speech}
-            if out.entropy is not None:
-                stats["entropy"] = out.entropy
-            return out.lm_loss, bonus, {k: v.detach().float() for k, v in stats.items()}
-        logits = run.wrapped(shifted["input_ids"], doc_ids=shifted.get("doc_ids"))
-        loss = F.cross_entropy(logits.float().flatten(0, 1), shifted["labels"].flatten(), ignore_index=IGNORE)
-        n = (shifted["labels"] != IGNORE).sum().float()
-        return loss, torch.zeros((), device=dev), {"text_ce_sum": loss.detach().float() * n, "n_text": n}
+        out = run.wrapped(**shifted)  # both model types: an LMOutput with the loss (speech fields None for a text LM)
+    stats = {"text_ce_sum": torch.nan_to_num(out.text_loss) * out.num_text, "n_text": out.num_text}
+    if out.num_speech is not None:
+        stats.update(speech_ce_sum=torch.nan_to_num(out.speech_loss) * out.num_speech, n_speech=out.num_speech)
+    if out.entropy is not None:
+        stats["entropy"] = out.entropy
+    bonus = out.lm_loss - out.loss  # beta x entropy (0 without an entropy term)
+    return out.lm_loss, bonus, {k: v.detach().float() for k, v in stats.items()}
 
 
 def set_learning_rates(run: Run, step: int) -> dict[str, float]:
@@ -321,15 +309,13 @@ def validate(run: Run) -> dict[str, float]:
     if not vcfg.datasets:
         return validate_benchmarks(run)
     run.model.eval()
-    swt = run.model.swt_id if isinstance(run.model, TextSpeechLM) else -1
-    eos = run.model.config.speech.eos_id if isinstance(run.model, TextSpeechLM) else -1
     results = {}
     for ds in vcfg.datasets:
         data = DataConfig(datasets=[ds], modality_weights={ds.modality: 1.0}, context=run.cfg.data.context,
                           interleave=run.cfg.data.interleave, mask_documents=run.cfg.data.mask_documents,
                           seed=vcfg.seed)
-        sampler = BatchSampler(Mixture(data, swt, eos), run.cfg.schedule.micro_batch, run.info.rank,
-                               run.info.world_size)
+        sampler = BatchSampler(Mixture(data, run.model.swt_id, run.model.speech_eos_id),
+                               run.cfg.schedule.micro_batch, run.info.rank, run.info.world_size)
         losses = [compute_loss(run, next(sampler))[0].detach().float() for _ in range(vcfg.batches)]
         results[f"val/{ds.name or Path(ds.path).name}/{ds.modality}"] = float(
             all_reduce_mean(torch.stack(losses).mean(), run.info))
@@ -340,20 +326,7 @@ def validate(run: Run) -> dict[str, float]:
 # ---------------------------------------------------------------------------------------- checkpoints
 def _write_model(run: Run):
     def write(directory: Path, state: dict) -> None:
-        from safetensors.torch import save_file
-
-        from smoltolk.model.hf import hf_config_from_backbone
-        from smoltolk.model.tslm import CHECKPOINT_FORMAT
-
-        state = {k: v.contiguous() for k, v in state.items()}
-        if isinstance(run.model, TextSpeechLM):
-            meta = {"format": CHECKPOINT_FORMAT, "version": 1, "model": to_dict(run.model.config)}
-            save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
-        else:  # a text LM: a Hugging Face directory
-            meta = hf_config_from_backbone(run.model.config)
-            save_file({f"model.{k}" if not k.startswith("lm_head") else k: v for k, v in state.items()},
-                      str(directory / "model.safetensors"), metadata={"format": "pt"})
-        (directory / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+        run.model.write_files(directory, state)  # each model type's one writer of its format
         if run.tokenizer_file is not None:
             (directory / "tokenizer.json").write_bytes(run.tokenizer_file.read_bytes())
     return write
@@ -427,8 +400,7 @@ def resume(run: Run) -> None:
             raise CheckpointError(f"run.resume={path}, but {run.out / 'checkpoints'} holds later checkpoints "
                                   f"{[p.name for p in later]}; resume into a new run.out_dir or remove them")
     model_state, opt_state, state = ckpt.load(path)
-    if not isinstance(run.model, TextSpeechLM):  # text-only checkpoints are HF directories: drop "model."
-        model_state = {k[len("model."):] if k.startswith("model.") else k: v for k, v in model_state.items()}
+    model_state = run.model.state_from_files(model_state)
     aliases = ckpt.tied_names(run.model)
     for alias, target in aliases.items():
         model_state.setdefault(alias, model_state[target])
