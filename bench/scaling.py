@@ -97,7 +97,7 @@ def study(args) -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    base = SIZES["quick" if args.quick else "default"]
+    base = dataclasses.replace(SIZES["quick" if args.quick else "default"], speakers=args.speakers)
     results = out / "results.jsonl"
     todo = [r for r in plan(args.widths, args.budgets, args.seeds, args.extra_seeds, args.models)
             if run_key(*r) not in done_keys(results)]
@@ -130,7 +130,7 @@ def study(args) -> None:
         tokens = steps * size.micro_batch * size.context
         row = {"key": key, "width": width, "steps": steps, "model": model, "seed": seed, "params": params,
                "tokens": tokens, "flops": 6 * params * tokens, "train_seconds": round(train_seconds, 1),
-               "threads": torch.get_num_threads(), "overrides": args.set,
+               "threads": torch.get_num_threads(), "overrides": args.set, "speakers": args.speakers,
                "metrics": {m: _dig(res[task], keys) for m, (task, keys, _) in METRICS.items()},
                "results": res}
         with open(results, "a") as f:
@@ -208,6 +208,8 @@ def main() -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a training-config setting for every run (a lever, e.g. data.interleave.text_span=[2,6]); "
                          "use a separate --out per lever")
+    ap.add_argument("--speakers", type=int, default=4, help="pseudo-speech voices of the world (a lever: "
+                    "each voice realises most phonemes with its own units)")
     ap.add_argument("--quick", action="store_true", help="the demo's --quick world and sizes (for tests)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--plot", action="store_true", help="only redraw the figure from the results")
