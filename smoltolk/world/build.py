@@ -82,7 +82,7 @@ def write_sblimp(folder: Path, rng: np.random.Generator, places: list[str], n: i
                 stem = f"{pair.id}_v{v}_{correct}"
                 rows.append({"filename": stem, "type": pair.type, "subtype": pair.subtype, "transcription": sentence,
                              "correct": correct, "id": pair.id, "voice": f"v{v}"})
-                recs.append(speech.render(stem, words(sentence), speaker=v))
+                recs.append(speech.render(stem, words(sentence), speaker=v % speech.speakers))
     with open(folder / "gold.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
