@@ -102,29 +102,45 @@ def run_demo(out: str | Path, seed: int = 0, quick: bool = False, progress: bool
 
         find_espeak()
 
+    stages: dict[str, float] = {}
+    clock = [time.time()]
+
+    def stage(name: str) -> None:  # the time of the stage that just ended, printed and kept
+        now = time.time()
+        stages[name] = round(now - clock[0], 1)
+        clock[0] = now
+        say(f"      ({name}: {stages[name]:.0f} s)")
+
     say(f"[1/6] generating the mini-world (seed {seed}) and preparing its shards")
     world_dir, world, settings = prepare_world(out, size, seed, progress)
     tok, eos = world_dir / "tokenizer.json", settings.text_eos_id
     audio_stats = _audio_route(world_dir, out, size.n_audio, seed, settings, say, progress) if audio else None
+    stage("world and shards")
 
-    say("[3/6] pretraining a tiny text backbone")
+    say("[2/6] pretraining a tiny text backbone")
     backbone_dir = pretrain_backbone(out / "data", out, size, seed, tok, eos, progress)
+    stage("text pretraining")
 
     models = {}
     for i, (name, switches) in enumerate(MODELS.items()):
-        say(f"[4/6] training {name} ({i + 1}/{len(MODELS)}): {size.stage1_steps} stage-1 + "
+        say(f"[3/6] training {name} ({i + 1}/{len(MODELS)}): {size.stage1_steps} stage-1 + "
             f"{size.stage2_steps} stage-2 steps")
         models[name] = train_model(out / "data", out, name, switches, backbone_dir, size, seed, audio, progress,
                                    validation=validation_tasks(world_dir, size))
+        stage(f"training {name}")
 
-    say("[5/6] evaluating on held-out and heard topics")
+    say("[4/6] evaluating on held-out and heard topics")
     results = _evaluate(world_dir, models, out / "eval", progress)
-    say("[6/6] analysing SmolTolk's layer weights")
+    stage("evaluation")
+    say("[5/6] analysing SmolTolk's layer weights")
     analysis = _analyze(world_dir, models["smoltolk"], out / "analysis", progress)
+    stage("analysis")
+    say("[6/6] samples and the report")
     samples = _samples(models["smoltolk"], world_dir)
     summary = {"seed": seed, "size": dataclasses.asdict(size), "world": {k: world[k] for k in world if k != "notes"},
-               "results": results, "segmentation": analysis, "samples": samples,
-               "seconds": round(time.time() - t0, 1)}
+               "results": results, "segmentation": analysis.get("segmentation", {}),
+               "layer_weights": analysis.get("layer_weights", {}), "selector_entropy": _final_entropy(out),
+               "samples": samples, "stage_seconds": stages, "seconds": round(time.time() - t0, 1)}
     if audio_stats:
         summary["audio"] = audio_stats
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
@@ -218,7 +234,7 @@ def _audio_route(world_dir: Path, out: Path, n: int, seed: int, settings, say, p
     from smoltolk.data.prepare import prepare
     from smoltolk.world.audio import speak_world
 
-    say(f"[2/6] --audio: espeak-ng reads {n} speech-corpus stories; log-mel features + k-means -> units")
+    say(f"[1/6] --audio: espeak-ng reads {n} speech-corpus stories; log-mel features + k-means -> units")
     stats = speak_world(world_dir, out / "audio", n, seed=seed, num_units=settings.num_units, progress=progress)
     prepare(stats["manifest"], out / "data" / "audio", "speech", settings, progress=progress)
     return stats
@@ -283,7 +299,15 @@ def _analyze(world_dir: Path, model: Path, out: Path, progress: bool) -> dict:
                                 segmentation_test=str(world_dir / "bench" / "held_out" / "speech_dev.jsonl"),
                                 analyses=["layer-weights", "segmentation"], progress=progress)
     results = analyze([str(model)], cfg, out)
-    return next(iter(results.values())).get("segmentation", {})
+    return next(iter(results.values()))
+
+
+def _final_entropy(out: Path) -> float | None:
+    """SmolTolk's selector entropy H(w) (nats, mean over positions) at its last training step."""
+    metrics = out / "runs" / "smoltolk" / "metrics.jsonl"
+    rows = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()] if metrics.is_file() else []
+    values = [r["entropy"] for r in rows if r.get("entropy") is not None]
+    return values[-1] if values else None
 
 
 def _samples(model_dir: Path, world_dir: Path) -> list[dict]:
@@ -328,15 +352,121 @@ def render_report(summary: dict) -> str:
         tables = diagnostics_tables({"checkpoints": [{"name": n, "results": r} for n, r in by_model.items()]})
         if tables:
             lines += ["", f"### Where transfer fails: diagnostics on {split.replace('_', '-')} topics", *tables]
-    seg = summary.get("segmentation", {}).get("test")
-    if seg:
-        lines += ["", "Word segmentation from SmolTolk's last-layer pooling weight (paper Table 3 style, "
-                  "held-out test utterances, 1-unit tolerance): "
-                  f"P {100 * seg['precision']:.1f} R {100 * seg['recall']:.1f} F1 {100 * seg['f1']:.1f} "
-                  f"R-value {100 * seg['r_value']:.1f}"]
+    lines += _selector_lines(summary)
     lines += _audio_lines(summary.get("audio"))
     if summary.get("samples"):
         lines += ["", "Greedy continuations by SmolTolk:"]
         for s in summary["samples"]:
             lines.append(f"- to {s['to']}: \"{s['prompt']}\" -> {s['output']}")
+    lines += _figure_lines(summary)
+    lines += ["", "## What this run showed", "", *conclusions(summary)]
+    if summary.get("stage_seconds"):
+        lines += ["", "Time per stage: " + ", ".join(f"{k} {v:.0f} s" for k, v in summary["stage_seconds"].items())
+                  + f"; total {summary['seconds']:.0f} s."]
     return "\n".join(lines) + "\n"
+
+
+FIGURE_CAPTIONS = {
+    "layer_weights_": "SmolTolk's dynamic layer weights w along one spoken story (top: every layer; bottom: the last "
+                      "layer, with word boundaries in red). Look for w rising at word boundaries (paper Fig. 5).",
+    "layer_weight_distribution": "How w is spread over layers across all positions: weight on several layers means "
+                                 "the speech head mixes levels of abstraction; one box at 1 means it collapsed.",
+    "phi": "softmax(phi), the input-independent layer mix that feeds the selector.",
+    "segmentation_example": "Word boundaries predicted at peaks of the last layer's w on a held-out story "
+                            "(blue triangles) against the true ones (red).",
+}
+
+
+def _figure_lines(summary: dict) -> list[str]:
+    """Every figure of the layer-weight analysis, linked (relative to report.md) with what to look at."""
+    figures = list(summary.get("layer_weights", {}).get("figures", []))
+    if summary.get("segmentation", {}).get("figure"):
+        figures.append(summary["segmentation"]["figure"])
+    if not figures:
+        return []
+    lines = ["", "## Figures", ""]
+    for f in figures:
+        path = Path(f)
+        rel = Path("analysis") / path.parent.name / path.name
+        caption = next((c for k, c in FIGURE_CAPTIONS.items() if path.stem.startswith(k)), "")
+        lines += [f"![{path.stem}]({rel.as_posix()})", "", f"*{caption}*" if caption else "", ""]
+    return lines
+
+
+def _selector_lines(summary: dict) -> list[str]:
+    """Segmentation (paper Table 3 style), explained when the selector has collapsed."""
+    from smoltolk.analysis.plots import COLLAPSED
+
+    seg = summary.get("segmentation", {}).get("test")
+    w_mean = summary.get("layer_weights", {}).get("w_mean_per_layer") or []
+    entropy = summary.get("selector_entropy")
+    h = "" if entropy is None else f"; selector entropy H(w) at the end of training {entropy:.2g} nats"
+    lines = []
+    if w_mean and max(w_mean) > 1 - COLLAPSED:
+        top = max(range(len(w_mean)), key=lambda i: w_mean[i]) + 1
+        means = ", ".join(f"{v:.2g}" for v in w_mean)
+        lines += ["", f"SmolTolk's layer selector has **collapsed** onto layer {top} of {len(w_mean)} (mean w per "
+                  f"layer {means}{h}): its dynamic pooling acts as last-layer pooling, so w has no peaks and word "
+                  "segmentation from w is undefined (precision, recall and F1 are 0 because no boundary is "
+                  "predicted). The paper adds an entropy bonus (speech.entropy_beta) against this."]
+    elif w_mean:
+        lines += ["", "Mean layer weight w per layer: " + ", ".join(f"{v:.2f}" for v in w_mean) + h + "."]
+    if seg:
+        lines += ["", "Word segmentation from SmolTolk's last-layer pooling weight (paper Table 3 style, "
+                  "held-out test utterances, 1-unit tolerance): "
+                  f"P {100 * seg['precision']:.1f} R {100 * seg['recall']:.1f} F1 {100 * seg['f1']:.1f} "
+                  f"R-value {100 * seg['r_value']:.1f}"]
+    return lines
+
+
+def _get(res: dict, *keys):
+    for k in keys:
+        if not isinstance(res, dict) or k not in res:
+            return None
+        res = res[k]
+    return res
+
+
+def conclusions(summary: dict) -> list[str]:
+    """A plain account of which of the paper's claims this run reproduced, with the numbers."""
+    held = summary["results"].get("held_out", {})
+    base, smol, ablated = held.get("baseline", {}), held.get("smoltolk", {}), held.get("smoltolk-no-adapters", {})
+    out = []
+
+    def acc(res, setting):
+        return _get(res, "tstorycloze_xmodal", "settings", setting, "accuracy")
+
+    t2s = [acc(m, "T->S") for m in (base, smol, ablated)]
+    s2t = [acc(m, "S->T") for m in (base, smol, ablated)]
+    if None not in t2s + s2t:
+        gain = max(t2s[1] - t2s[0], s2t[1] - s2t[0])
+        verdict = "**reproduced**" if gain >= 0.10 and t2s[0] < 0.6 else "**not reproduced**"
+        out.append(f"- Cross-modal transfer (paper Tables 1/7: SmolTolk far above the baseline on held-out tStoryCloze "
+                   f"T→S and S→T): {verdict}. T→S baseline / SmolTolk / -Adapters {100 * t2s[0]:.1f} / "
+                   f"{100 * t2s[1]:.1f} / {100 * t2s[2]:.1f}, S→T {100 * s2t[0]:.1f} / {100 * s2t[1]:.1f} / "
+                   f"{100 * s2t[2]:.1f} (chance 50).")
+    nll = [_get(m, "speech_nll", "nll") for m in (base, smol)]
+    if None not in nll:
+        verdict = "held" if nll[1] < nll[0] else "did not hold"
+        out.append(f"- SmolTolk models speech better than the baseline (held-out speech NLL {nll[1]:.3f} vs "
+                   f"{nll[0]:.3f} nats per unit): {verdict}.")
+    blimp = [_get(m, "blimp_text", "accuracy") for m in (base, smol)]
+    if None not in blimp:
+        verdict = "held" if blimp[1] > blimp[0] else "did not hold"
+        out.append(f"- SmolTolk keeps more of the backbone's text grammar (BLIMP T {100 * blimp[1]:.1f} vs "
+                   f"{100 * blimp[0]:.1f}): {verdict} in this run.")
+    meaning = _get(smol, "speaker_context", "effects", "S, ending by the context's speaker", "nats")
+    speaker = _get(smol, "speaker_context", "effects", "S, speaker match (same story)", "nats")
+    if meaning is not None and speaker is not None:
+        what = "mostly its speaker" if speaker > 2 * max(meaning, 0) else "its meaning as much as its speaker"
+        out.append(f"- Within speech, what a context gives SmolTolk is {what}: the ending gains {speaker:+.2f} nats "
+                   f"when the context is in the ending's voice, and {meaning:+.2f} nats from the story's meaning "
+                   "(own story over another, same voice).")
+    cloze = _get(summary["results"].get("heard", {}).get("smoltolk", {}), "lexical_cloze", "settings")
+    if cloze and "T->S" in cloze and "T" in cloze:
+        k = summary["results"]["heard"]["smoltolk"]["lexical_cloze"]["candidates"]
+        out.append(f"- Word level, heard topics: SmolTolk picks the verb a written context calls for "
+                   f"{100 * cloze['T']['accuracy']:.0f}% of the time in text, but "
+                   f"{100 * cloze['T->S']['calibrated']['accuracy']:.0f}% (calibrated) when the verb is spoken "
+                   f"(chance {100 / k:.1f}%).")
+    return out or ["- (no results to judge)"]

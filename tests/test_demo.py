@@ -42,6 +42,11 @@ def test_quick_demo_produces_every_artefact(tmp_path, capsys):
              if "val/lexical_cloze/settings/T->S/calibrated/accuracy" in r]
     assert len(curve) >= 3 and all(0 <= v <= 1 for v in curve)  # a learning curve of the cross-modal cloze
     assert report.count("| held_out |") == len(MODELS)
+    assert "## What this run showed" in report and "- Cross-modal transfer" in report
+    figures = [line.split("(")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]
+    assert len(figures) >= 4 and all((out / f).is_file() for f in figures)  # every figure linked, and there
+    summary_stages = summary["stage_seconds"]
+    assert {"world and shards", "text pretraining", "evaluation", "analysis"} <= set(summary_stages)
     for title in ("Lexical cloze", "Word translation", "Context effect, speaker controlled"):
         assert report.count(title) == 2, title  # held-out and heard topics
     assert "R-value" in report and "| split | model |" in capsys.readouterr().out

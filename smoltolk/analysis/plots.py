@@ -25,6 +25,29 @@ def _save(fig, path: str | Path) -> Path:
     return path
 
 
+COLLAPSED = 1e-3  # a layer whose w stays within this of 1 everywhere: the selector has collapsed onto it
+
+
+def collapsed_layer(weights: np.ndarray) -> int | None:
+    """The layer (1-based) that takes all the weight at every position, or None (w: (positions, L))."""
+    top = np.argmax(weights.mean(0))
+    return int(top) + 1 if weights.size and np.all(weights[:, top] > 1 - COLLAPSED) else None
+
+
+def _collapse_note(ax, weights: np.ndarray) -> None:
+    layer = collapsed_layer(weights)
+    if layer is not None:
+        ax.text(0.5, 0.5, f"the selector has collapsed: layer {layer} takes w > {1 - COLLAPSED:g} everywhere\n"
+                "(dynamic pooling acts as 'last layer' pooling here; no word structure to see)",
+                transform=ax.transAxes, ha="center", va="center", fontsize=8,
+                bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "gray"})
+
+
+def _plain(ax) -> None:
+    """Tick labels as plain numbers (no '1e-7+9.99e-1' offset notation)."""
+    ax.ticklabel_format(axis="y", style="plain", useOffset=False)
+
+
 def plot_utterance_weights(weights: np.ndarray, boundaries: Sequence[int], path: str | Path, title: str = "",
                            peaks: Sequence[int] = ()) -> Path:
     """w across layers (heatmap) and the last layer's w (line) along one utterance (paper Fig. 5).
@@ -37,20 +60,23 @@ def plot_utterance_weights(weights: np.ndarray, boundaries: Sequence[int], path:
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(6.0, steps * 0.08), 5.5), sharex=True,
                                       gridspec_kw={"height_ratios": [2, 1]})
     image = top.imshow(weights.T, aspect="auto", origin="lower", cmap="viridis", interpolation="nearest",
-                       extent=(-0.5, steps - 0.5, 0.5, layers + 0.5))
-    fig.colorbar(image, ax=top, label="w")
+                       extent=(-0.5, steps - 0.5, 0.5, layers + 0.5), vmin=0, vmax=1)
+    fig.colorbar(image, ax=[top, bottom], label="w", shrink=0.6, anchor=(0, 1))  # both panels narrow alike
     top.set_ylabel("layer")
     top.set_yticks(range(1, layers + 1) if layers <= 16 else range(1, layers + 1, max(1, layers // 8)))
-    top.set_title(title or "dynamic layer weights")
+    top.set_title(title or "dynamic layer weights", fontsize=10)
     bottom.plot(np.arange(steps), weights[:, -1], color="black", lw=1, label="last layer w")
     for ax in (top, bottom):
         for b in boundaries:
             ax.axvline(b, color="red", lw=0.8, alpha=0.8)
     if len(peaks):
         bottom.plot(peaks, weights[np.asarray(peaks), -1], "v", color="tab:blue", label="peaks")
+    bottom.set_ylim(-0.02, 1.02)
+    _plain(bottom)
+    _collapse_note(top, weights[1:])
     bottom.set_xlabel("position (0 = BOS; red: word boundaries)")
     bottom.set_ylabel("w (last layer)")
-    bottom.legend(loc="upper right", fontsize=8)
+    bottom.legend(loc="lower right", fontsize=8)
     return _save(fig, path)
 
 
@@ -62,9 +88,12 @@ def plot_weight_distribution(weights: Sequence[np.ndarray], path: str | Path, ti
     fig, ax = plt.subplots(figsize=(max(6.0, layers * 0.3), 3.5))
     ax.boxplot([stacked[:, layer] for layer in range(layers)], showfliers=False)
     ax.set_xticks(range(1, layers + 1), [str(k) for k in range(1, layers + 1)], fontsize=7)
+    ax.set_ylim(-0.02, 1.02)
+    _plain(ax)
+    _collapse_note(ax, stacked)
     ax.set_xlabel("layer")
     ax.set_ylabel("w")
-    ax.set_title(title or "distribution of dynamic weights w per layer")
+    ax.set_title(title or "distribution of dynamic weights w per layer", fontsize=10)
     return _save(fig, path)
 
 
@@ -74,9 +103,11 @@ def plot_phi(phi: np.ndarray, path: str | Path, title: str = "") -> Path:
     layers = len(phi)
     fig, ax = plt.subplots(figsize=(max(6.0, layers * 0.3), 3.0))
     ax.bar(np.arange(1, layers + 1), phi, color="tab:green")
+    ax.set_xticks(range(1, layers + 1) if layers <= 16 else range(1, layers + 1, max(1, layers // 8)))
+    _plain(ax)
     ax.set_xlabel("layer")
     ax.set_ylabel("softmax(phi)")
-    ax.set_title(title or "fixed layer weights phi")
+    ax.set_title(title or "fixed layer weights phi (input-independent)", fontsize=10)
     return _save(fig, path)
 
 

@@ -135,7 +135,7 @@ def run_layer_weights(model, utterances: list[AlignedUtterance], cfg: AnalysisCo
     for u, w in list(zip(chosen, weights))[:cfg.plot_utterances]:
         bounds = reference_boundaries(u.word_ends, len(u.units))
         figures.append(str(plots.plot_utterance_weights(w, bounds, out / f"layer_weights_{u.id}.png",
-                                                        title=f"{u.id}: dynamic layer weights w")))
+                                                        title=f"dynamic layer weights w along \"{_words(u)}\"")))
     figures.append(str(plots.plot_weight_distribution(weights, out / "layer_weight_distribution.png")))
     phi = torch.softmax(model.phi.detach().float().cpu(), 0).numpy()
     figures.append(str(plots.plot_phi(phi, out / "phi.png")))
@@ -172,8 +172,16 @@ def run_segmentation(model, utterances: list[AlignedUtterance], cfg: AnalysisCon
         peaks = peak_boundaries(w[:, -1], result["prominence"])
         result["figure"] = str(plots.plot_utterance_weights(
             w, test_data[1][0], out / "segmentation_example.png", peaks=peaks,
-            title=f"{test[0].id}: peaks at prominence {result['prominence']:g}"))
+            title=f"\"{_words(test[0])}\": last-layer w peaks at prominence {result['prominence']:g}"))
     return result
+
+
+def _words(u: AlignedUtterance, most: int = 12) -> str:
+    """An utterance's words for a figure title (its id if it has none)."""
+    words = list(u.words) if u.words else []
+    if not words:
+        return u.id
+    return " ".join(words[:most]) + (" ..." if len(words) > most else "")
 
 
 def _batched(x: np.ndarray, cfg: AnalysisConfig) -> list[np.ndarray]:
