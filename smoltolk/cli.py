@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from smoltolk.defaults import DEFAULT_NUM_UNITS
 from smoltolk.errors import Interrupted, SmolTolkError
 
 
@@ -295,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=["speech", "text"], required=True)
     p.add_argument("--tokenizer", required=True, help="the backbone's tokenizer.json")
     p.add_argument("--text-eos-id", type=COUNT, default=None, help="default: the tokenizer's end-of-text token")
-    p.add_argument("--num-units", type=POSITIVE, default=500)
+    p.add_argument("--num-units", type=POSITIVE, default=DEFAULT_NUM_UNITS)
     p.add_argument("--shard-size", type=POSITIVE, default=10000, help="records per shard")
     p.add_argument("--workers", type=COUNT, default=0, help="processes (default: one per CPU core)")
     p.add_argument("--alignments", default=None,
@@ -362,7 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("manifest", help='JSONL of {"id": ..., "audio": path}')
     p.add_argument("out", help="centroid file to write (.npy or .safetensors)")
     p.add_argument("--features", required=True, help=features_help)
-    p.add_argument("--k", type=POSITIVE, default=500, help="number of centroids (default: 500)")
+    p.add_argument("--k", type=POSITIVE, default=DEFAULT_NUM_UNITS,
+                   help=f"number of centroids (default: {DEFAULT_NUM_UNITS})")
     p.add_argument("--max-frames", type=POSITIVE, default=None,
                    help="stop reading after this many frames (utterances are read in a seeded random order)")
     p.add_argument("--layer", type=POSITIVE, default=11, help="HuBERT transformer layer, from 1 (default: 11)")

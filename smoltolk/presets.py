@@ -12,6 +12,7 @@ import copy
 from typing import Any
 
 from smoltolk.config import from_dict
+from smoltolk.defaults import DEFAULT_NUM_UNITS
 from smoltolk.errors import ConfigError
 from smoltolk.model.config import BASELINE, ModelConfig
 
@@ -37,8 +38,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "baseline-135m": {"backbone": SMOLLM_135M, "speech": dict(BASELINE)},
     "baseline-360m": {"backbone": SMOLLM_360M, "speech": dict(BASELINE)},
     "baseline-1.7b": {"backbone": SMOLLM_1_7B, "speech": dict(BASELINE)},
-    "tiny": {"backbone": TINY_BACKBONE, "speech": {"num_units": 500}},
-    "tiny-baseline": {"backbone": TINY_BACKBONE, "speech": {"num_units": 500, **BASELINE}},
+    "tiny": {"backbone": TINY_BACKBONE, "speech": {"num_units": DEFAULT_NUM_UNITS}},
+    "tiny-baseline": {"backbone": TINY_BACKBONE, "speech": {"num_units": DEFAULT_NUM_UNITS, **BASELINE}},
 }
 
 # Paper Table 5: (text params, speech params) of each preset, for reference and tests.

@@ -33,6 +33,7 @@ from smoltolk.data.alignments import check_transcript, load_alignments, normaliz
 from smoltolk.data.interleave import AlignedCorpus
 from smoltolk.data.manifest import SpeechRecord, parse_speech_record, parse_text_record, read_manifest_located
 from smoltolk.data.units import collapse, word_ends_to_collapsed
+from smoltolk.defaults import DEFAULT_NUM_UNITS
 from smoltolk.errors import InputError
 from smoltolk.model.io import atomic_directory, file_sha256
 
@@ -44,7 +45,7 @@ UNIT_DTYPE = np.int16
 class PrepareSettings:
     tokenizer: str  # path to the backbone's tokenizer.json
     text_eos_id: int  # appended after every text document (and used by interleaving at utterance ends)
-    num_units: int = 500  # speech vocabulary: units 0..N-1; EOS = N
+    num_units: int = DEFAULT_NUM_UNITS  # speech vocabulary: units 0..N-1; EOS = N
     shard_size: int = 10000  # records per shard
     workers: int = 0  # processes; 0 = one per CPU core
 

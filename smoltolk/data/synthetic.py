@@ -14,6 +14,7 @@ import numpy as np
 
 from smoltolk.data.manifest import SpeechRecord, TextRecord, Word, write_manifest
 from smoltolk.data.prepare import PrepareSettings, prepare
+from smoltolk.defaults import DEFAULT_NUM_UNITS
 
 SYLLABLES = ["ka", "to", "mi", "re", "su", "no", "la", "pe", "zu", "bo", "ri", "da"]
 
@@ -26,7 +27,7 @@ def _lexicon(n_words: int, rng: np.random.Generator) -> list[str]:
 
 
 def make_synthetic_corpus(out: str | Path, n_utterances: int = 400, n_documents: int = 400, n_words: int = 120,
-                          num_units: int = 500, seed: int = 0, workers: int = 1) -> dict[str, str]:
+                          num_units: int = DEFAULT_NUM_UNITS, seed: int = 0, workers: int = 1) -> dict[str, str]:
     """Write a BPE tokenizer.json, manifests, and prepared ``speech`` / ``text`` corpora under ``out``.
     Returns their paths."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers

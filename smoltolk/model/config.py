@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from smoltolk.defaults import DEFAULT_NUM_UNITS
 from smoltolk.errors import ConfigError
 
 RopeType = Literal["default", "linear", "llama3"]
+
 
 
 @dataclass
@@ -78,7 +80,7 @@ class SpeechConfig:
     Table 2's ablations are single switches of this config (see :data:`ABLATIONS`).
     """
 
-    num_units: int = 500  # speech ids 0..N-1; N = speech EOS; N+1 = PAD; N+2 = switch (predict_switch only)
+    num_units: int = DEFAULT_NUM_UNITS  # ids 0..N-1; N = speech EOS; N+1 = PAD; N+2 = switch (predict_switch only)
     input_adapter_layers: int = 2  # K decoder layers over each contiguous speech run
     output_adapter_layers: int = 2  # K decoder layers before the speech head
     pooling: Pooling = "dynamic"  # dynamic: selector S over phi-average; fixed: phi only; last: L-th layer

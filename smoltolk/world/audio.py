@@ -36,6 +36,7 @@ import numpy as np
 
 from smoltolk.data.audio import SAMPLE_RATE, audio_info, read_audio, resample
 from smoltolk.data.manifest import SpeechRecord, Word, read_speech_manifest, write_manifest
+from smoltolk.defaults import DEFAULT_NUM_UNITS
 from smoltolk.errors import ConfigError, InputError
 
 ESPEAK = "espeak-ng"
@@ -189,7 +190,7 @@ def speak_stories(utterances: list[Utterance], out_dir: str | Path, seed: int = 
     return write_manifest(out_dir / "audio.jsonl", records)
 
 
-def tokenize_audio(manifest: str | Path, out_dir: str | Path, num_units: int = 500, seed: int = 0,
+def tokenize_audio(manifest: str | Path, out_dir: str | Path, num_units: int = DEFAULT_NUM_UNITS, seed: int = 0,
                    features: str = FEATURES, progress: bool = True) -> dict[str, Any]:
     """Fit k-means on the manifest's features and tokenize it (part 2's code); returns the fit statistics.
 
@@ -240,7 +241,7 @@ def unit_stats(unit_manifest: str | Path) -> dict[str, Any]:
             "clusters_used": int(p.size), "unit_perplexity": round(float(np.exp(-(p * np.log(p)).sum())), 1)}
 
 
-def speak_world(world_dir: str | Path, out_dir: str | Path, n: int, seed: int = 0, num_units: int = 500,
+def speak_world(world_dir: str | Path, out_dir: str | Path, n: int, seed: int = 0, num_units: int = DEFAULT_NUM_UNITS,
                 features: str = FEATURES, progress: bool = True) -> dict[str, Any]:
     """Speak ``n`` of the world's speech-corpus stories, fit k-means on them and tokenize them.
 

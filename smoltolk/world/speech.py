@@ -19,12 +19,13 @@ from functools import lru_cache
 import numpy as np
 
 from smoltolk.data.manifest import SpeechRecord, Word
+from smoltolk.defaults import DEFAULT_NUM_UNITS
 from smoltolk.errors import InputError
 
 PHONEMES = ("AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY P R S SH T TH UH UW V W Y Z "
             "ZH").split()
 VOWELS = {p for p in PHONEMES if p[0] in "AEIOU"}
-NUM_UNITS = 500
+NUM_UNITS = DEFAULT_NUM_UNITS
 UNITS_PER_PHONE = 12
 NOISE_UNITS = tuple(range(len(PHONEMES) * UNITS_PER_PHONE, NUM_UNITS))
 FRAME_RATE = 25.0
