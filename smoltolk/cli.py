@@ -55,14 +55,15 @@ def _cmd_wrap(args: argparse.Namespace) -> None:
     from smoltolk.model.hf import load_hf_backbone
     from smoltolk.model.tslm import TextSpeechLM
 
-    foreign = [o for o in args.overrides if not o.startswith("speech.")]
+    overrides = _overrides(args)
+    foreign = [o for o in overrides if not o.startswith("speech.")]
     if foreign:
         raise ConfigError(f"wrap takes only speech.key=value settings (the backbone comes from its checkpoint); "
                           f"got {foreign}")
     base = to_dict(SpeechConfig())
     if args.baseline:
         base.update(BASELINE)
-    speech = from_dict(SpeechConfig, apply_overrides({"speech": base}, args.overrides)["speech"], "speech")
+    speech = from_dict(SpeechConfig, apply_overrides({"speech": base}, overrides)["speech"], "speech")
     model = TextSpeechLM.from_backbone(load_hf_backbone(args.backbone), speech)
     tokenizer = Path(args.backbone) / "tokenizer.json"
     model.save_pretrained(args.out, tokenizer_file=tokenizer if tokenizer.is_file() else None)
@@ -176,7 +177,7 @@ def _cmd_align(args: argparse.Namespace) -> None:
 def _cmd_train(args: argparse.Namespace) -> None:
     from smoltolk.train.trainer import load_train_config, train
 
-    summary = train(load_train_config(args.recipe, args.overrides))
+    summary = train(load_train_config(args.recipe, _overrides(args)))
     last = summary.get("last") or {}
     loss = last.get("loss", float("nan"))
     print(f"trained {summary['steps']} steps ({summary['tokens']} tokens); final loss {loss:.4f}; "
@@ -207,7 +208,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     from smoltolk.eval.run import evaluate
 
     st = args.speech_tokenizer or (None, None)
-    cfg = build_eval_config(args.config, args.tasks, args.overrides, reduction=args.reduction,
+    cfg = build_eval_config(args.config, args.tasks, args.set, reduction=args.reduction,
                             batch_tokens=args.batch_tokens, tokenizer=args.tokenizer, device=args.device,
                             dtype=args.dtype, **{"speech_tokenizer.features": st[0], "speech_tokenizer.kmeans": st[1]})
     summary = evaluate(args.checkpoints, cfg, args.out)
@@ -218,7 +219,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 def _cmd_analyze(args: argparse.Namespace) -> None:
     from smoltolk.analysis.run import analyze, build_analysis_config
 
-    cfg = build_analysis_config(args.config, args.overrides, speech=args.speech, text=args.text,
+    cfg = build_analysis_config(args.config, args.set, speech=args.speech, text=args.text,
                                 segmentation_dev=args.segmentation_dev, segmentation_test=args.segmentation_test,
                                 analyses=args.analyses, num_samples=args.num_samples, num_batches=args.num_batches,
                                 tokenizer=args.tokenizer, device=args.device, dtype=args.dtype, seed=args.seed)
@@ -258,6 +259,23 @@ def _number(kind: type, low: float | None = None, high: float | None = None, low
 POSITIVE, COUNT, SEED = _number(int, 1), _number(int, 0), _number(int, 0)
 
 
+def _settings(p: argparse.ArgumentParser, example: str) -> None:
+    """``--set KEY=VALUE`` (repeatable), the one spelling of config settings for every command; bare
+    positional ``key=value`` settings still work for one release, with a note."""
+    p.add_argument("--set", dest="set", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"a config setting (repeatable; {example})")
+    p.add_argument("legacy", nargs="*", metavar="key=value", help=argparse.SUPPRESS)
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """Every config setting of the command line: ``--set`` ones, and the deprecated positional ones."""
+    legacy = getattr(args, "legacy", [])
+    if legacy:
+        print(f"smoltolk {args.command}: note: bare key=value settings are deprecated; write --set "
+              f"{legacy[0]} (they still work in this release)", file=sys.stderr)
+    return [*legacy, *args.set]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smoltolk", description="Text-speech language models with late fusion "
                                      "and multi-level fission (SmolTolk): data, training, evaluation, analysis, "
@@ -280,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train with the paper's two-stage recipe (or pretrain a text LM)")
     p.add_argument("recipe", help="a recipe YAML (see recipes/)")
-    p.add_argument("overrides", nargs="*", help="key.subkey=value settings, e.g. schedule.stage2_steps=100")
+    _settings(p, "e.g. --set schedule.stage2_steps=100")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("synth-data", help="a small synthetic prepared text+speech corpus (for tiny runs and tests)")
@@ -322,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("backbone", help="Hugging Face checkpoint directory (config.json + safetensors)")
     p.add_argument("out", help="where to write the smoltolk checkpoint")
     p.add_argument("--baseline", action="store_true", help="regular vocabulary expansion instead of SmolTolk")
-    p.add_argument("overrides", nargs="*", help="speech.key=value settings, e.g. speech.pooling=fixed")
+    _settings(p, "speech.key=value only, e.g. --set speech.pooling=fixed")
     p.set_defaults(func=_cmd_wrap)
 
     p = sub.add_parser("generate", help="continue a text and/or speech prompt in text or speech")
@@ -387,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "sstorycloze_xmodal, tstorycloze_xmodal, speech_nll, mmlu (layouts: see README)")
     p.add_argument("--out", required=True, help="output folder: results.json, results.md, eval_config.json, ...")
     p.add_argument("--config", default=None, help="a YAML/JSON eval config (smoltolk.eval.config.EvalConfig)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--set", dest="set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, e.g. tasks.swuggy.units=units.jsonl (repeatable)")
     p.add_argument("--speech-tokenizer", nargs=2, metavar=("FEATURES", "CENTROIDS"), default=None,
                    help="turn benchmark audio into units: hubert:DIR or logmel[:RATE], and a centroid file")
@@ -410,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-batches", type=POSITIVE, default=None, help="batches, for mean and std (default: 5)")
     p.add_argument("--out", required=True)
     p.add_argument("--config", default=None, help="a YAML/JSON analysis config (smoltolk.analysis.run.AnalysisConfig)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--set", dest="set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--tokenizer", default=None, help="tokenizer.json (default: <checkpoint>/tokenizer.json)")
     p.add_argument("--seed", type=SEED, default=None)
     p.add_argument("--device", default=None)

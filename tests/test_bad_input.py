@@ -138,7 +138,7 @@ def test_config_fields_out_of_range_are_named(tmp_path, capsys, override, name):
     from smoltolk.cli import main
 
     (tmp_path / "r.yaml").write_text(f"run: {{out_dir: {tmp_path / 'run'}}}\n")
-    assert main(["train", str(tmp_path / "r.yaml"), override]) == 2
+    assert main(["train", str(tmp_path / "r.yaml"), "--set", override]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and name in err[0] and not (tmp_path / "run").exists()
 

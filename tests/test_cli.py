@@ -69,3 +69,13 @@ def test_tiny_run_shows_the_model_working(tmp_path):
     assert (tmp_path / "run" / "backbone" / "config.json").is_file()
     assert (tmp_path / "run" / "smoltolk" / "model.safetensors").is_file()
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 4
+
+
+def test_settings_are_spelled_set_everywhere_and_the_old_spelling_still_works(tmp_path, capsys, hf_llama_dir):
+    path, _ = hf_llama_dir()
+    assert main(["wrap", str(path), str(tmp_path / "a"), "--set", "speech.pooling=fixed"]) == 0
+    assert "deprecated" not in capsys.readouterr().err
+    assert main(["wrap", str(path), str(tmp_path / "b"), "speech.pooling=fixed"]) == 0
+    assert "bare key=value settings are deprecated; write --set speech.pooling=fixed" in capsys.readouterr().err
+    for d in ("a", "b"):
+        assert json.loads((tmp_path / d / "config.json").read_text())["model"]["speech"]["pooling"] == "fixed"
