@@ -371,8 +371,8 @@ def test_interrupts_and_full_disks_end_in_one_line_naming_the_last_checkpoint(sy
 
         monkeypatch.setattr(ckpt, "save", disk_full_at_step_10)
     (tmp_path / "empty.yaml").write_text("{}\n")
-    code = main(["train", str(tmp_path / "empty.yaml"), *_overrides(synth, tmp_path / "run",
-                                                                     **{"run.checkpoint_every": 5})])
+    settings = _overrides(synth, tmp_path / "run", **{"run.checkpoint_every": 5})
+    code = main(["train", str(tmp_path / "empty.yaml"), *[a for o in settings for a in ("--set", o)]])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == (130 if event == "ctrl-c" else 2) and len(err) == 1 and "Traceback" not in err[0]
     assert "the last complete checkpoint is" in err[0] and err[0].rstrip().find("step-00000005") > 0
