@@ -74,18 +74,21 @@ def plan(widths: list[int], budgets: list[int], seeds: list[int], extra_seeds_at
 
 
 def evaluate_one(model_dir: Path, world_dir: Path, out: Path) -> dict:
+    """Held-out topics: tStoryCloze T->S / S->T, the lexical cloze, speech NLL (the figure's metrics); heard
+    topics too, with the other diagnostics (``results["heard"]``), to see where a model stands."""
     from smoltolk.eval.config import build_eval_config
     from smoltolk.eval.run import evaluate
     from smoltolk.world.build import eval_task_overrides
 
-    root = world_dir / "bench" / "held_out"
-    keep = ("tasks.tstorycloze_xmodal.", "tasks.lexical_cloze.", "tasks.speech_nll.")
-    overrides = [o for o in eval_task_overrides(root) if o.startswith(keep)]
-    overrides += ["tasks.tstorycloze_xmodal.settings=[T->S, S->T]", "tasks.lexical_cloze.settings=[T->S, S->T]",
-                  "tasks.lexical_cloze.limit=100"]
-    cfg = build_eval_config(None, [], overrides, progress=False)
-    summary = evaluate([str(model_dir)], cfg, out)
-    return summary["checkpoints"][0]["results"]
+    results = {}
+    for split in ("held_out", "heard"):
+        keep = ("tasks.tstorycloze_xmodal.", "tasks.lexical_cloze.", "tasks.speech_nll.", "tasks.speaker_context.",
+                "tasks.word_translation.")
+        overrides = [o for o in eval_task_overrides(world_dir / "bench" / split) if o.startswith(keep)]
+        overrides += ["tasks.tstorycloze_xmodal.settings=[T->S, S->T]", "tasks.lexical_cloze.limit=100"]
+        cfg = build_eval_config(None, [], overrides, progress=False)
+        results[split] = evaluate([str(model_dir)], cfg, out / split)["checkpoints"][0]["results"]
+    return {**results["held_out"], "heard": results["heard"]}
 
 
 def study(args) -> None:
