@@ -49,16 +49,17 @@ def run_key(width: int, steps: int, model: str, seed: int) -> str:
     return f"w{width}-s{steps}-{model}-seed{seed}"
 
 
-def done_keys(results: Path) -> set[str]:
-    if not results.is_file():
-        return set()
-    keys = set()
-    for line in results.read_text().splitlines():
+def read_results(results: Path) -> list[dict]:
+    """The finished runs (a torn last line from a killed run is skipped: that run is redone)."""
+    rows = []
+    for line in results.read_text().splitlines() if results.is_file() else []:
         try:
-            keys.add(json.loads(line)["key"])
-        except (json.JSONDecodeError, KeyError):
-            continue  # a torn last line from a killed run: that run is redone
-    return keys
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if "key" in row:
+            rows.append(row)
+    return rows
 
 
 def plan(widths: list[int], budgets: list[int], seeds: list[int], extra_seeds_at_max: list[int],
@@ -102,8 +103,9 @@ def study(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     base = dataclasses.replace(SIZES["quick" if args.quick else "default"], speakers=args.speakers)
     results = out / "results.jsonl"
+    done = {r["key"] for r in read_results(results)}
     todo = [r for r in plan(args.widths, args.budgets, args.seeds, args.extra_seeds, args.models)
-            if run_key(*r) not in done_keys(results)]
+            if run_key(*r) not in done]
     print(f"{len(todo)} runs to do; results in {results}", flush=True)
     if not todo:
         return
@@ -150,7 +152,7 @@ def plot(out: Path) -> dict:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines() if x.strip()]
+    rows = read_results(out / "results.jsonl")
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r["model"], r["width"], r["steps"]), []).append(r)

@@ -247,6 +247,8 @@ def _number(kind: type, low: float | None = None, high: float | None = None, low
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
                                              f"got {text!r}") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
         if (low is not None and (value <= low if low_open else value < low)) or (high is not None and value > high):
             lo = "" if low is None else f"{'>' if low_open else '>='} {low}"
             hi = "" if high is None else f"<= {high}"

@@ -18,4 +18,4 @@ class InputError(SmolTolkError, ValueError):
 
 
 class Interrupted(SmolTolkError):
-    """Ctrl-C (or SIGTERM) stopped a command; the message says what state it left."""
+    """Ctrl-C stopped a command; the message says what state it left."""

@@ -427,3 +427,17 @@ def test_checkpoints_of_the_previous_release_load_and_resume(synth, tmp_path, te
                     .replace("checkpoint-v1", f"step-{step:08d}"))
     summary = train(load_train_config(None, _v1_overrides(synth, tmp_path, text_only)))
     assert summary["steps"] == step + 2 and summary["last"]["step"] == step + 2
+
+
+def test_a_write_killed_between_its_renames_gets_its_old_checkpoint_back(tmp_path):
+    from smoltolk.model.io import remove_stale_writes
+
+    root = tmp_path / "checkpoints"
+    old = root / ".step-00000004.old-999999999-abc"  # the previous step-4, moved aside by a dead writer
+    new = root / ".step-00000004.tmp-999999999-def"
+    for d in (old, new):
+        d.mkdir(parents=True)
+        (d / "train_state.json").write_text(json.dumps({"which": d.name}))
+    removed = remove_stale_writes(root)
+    assert removed == [new] and not old.exists()
+    assert json.loads((root / "step-00000004" / "train_state.json").read_text())["which"] == old.name

@@ -33,6 +33,11 @@ class ClozeConfig:
     settings: list[str] = field(default_factory=lambda: ["T", "S", "T->S", "S->T", "t", "t->S"])
     limit: int | None = None  # the first N stories only
 
+    def __post_init__(self) -> None:
+        from smoltolk.config import check_ranges
+
+        check_ranges(self, "tasks.lexical_cloze", limit=(1, None))
+
 
 @dataclass
 class MMLUConfig:

@@ -86,8 +86,11 @@ class LexicalCloze(Task):
         self.path = Path(path)
         self.rows = read_jsonl(path, ("id", "context", "transcript", "null", "context_units", "null_units",
                                       "candidates", "candidate_units", "answer"))[:limit]
+        k = len(self.rows[0]["candidates"])
         for n, r in enumerate(self.rows, 1):
-            k = len(r["candidates"])
+            if len(r["candidates"]) != k:
+                raise InputError(f"{self.path}: record {n} ({r['id']}) has {len(r['candidates'])} candidates, the "
+                                 f"first record {k}; every record needs the same candidate list")
             if not (len(r["candidate_units"]) == k and 0 <= r["answer"] < k):
                 raise InputError(f"{self.path}: record {n} ({r['id']}): candidates, their units and answer disagree")
 
@@ -109,8 +112,13 @@ class LexicalCloze(Task):
                         text = r[which] if which == "null" or ctx_mod == "T" else r["transcript"]
                         ctx = Segment("text", _encode(tokenizer, text))
                     for c, cu in zip(r["candidates"], r["candidate_units"], strict=True):
-                        word = (Segment("speech", _speech(cu, where)) if word_mod == "S"
-                                else Segment("text", _encode(tokenizer, " " + c)))
+                        if word_mod == "S":  # after a spoken context, collapsed across the junction
+                            units = np.asarray(_speech(cu, where))
+                            if ctx.modality == "speech":
+                                units = _merge_units(np.asarray(ctx.ids), units)
+                            word = Segment("speech", tuple(int(u) for u in units))
+                        else:
+                            word = Segment("text", _encode(tokenizer, " " + c))
                         items.append(continuation_item(ctx, word, next(names)))
         return items
 

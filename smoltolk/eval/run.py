@@ -96,6 +96,13 @@ def load_eval_model(path: str | Path, device: str = "cpu", dtype: str = "float32
     return load_hf_backbone(path, dtype=DTYPES[dtype], device=device).eval()
 
 
+def make_scorer(model, cfg: EvalConfig) -> LikelihoodScorer:
+    """The likelihood scorer an eval config asks for (batching, layout, BOS, prefix sharing)."""
+    return LikelihoodScorer(model, batch_tokens=cfg.batch_tokens, layout=cfg.layout, pack_length=cfg.pack_length,
+                            text_bos=resolve_text_bos(model, cfg.text_bos), share_prefixes=cfg.share_prefixes,
+                            progress=cfg.progress)
+
+
 def resolve_text_bos(model, setting: int | str) -> int | None:
     if setting == "none":
         return None
@@ -168,9 +175,7 @@ def evaluate_checkpoint(path: str, tasks: list[Task], units: dict[str, UnitStore
     tokenizer = None
     if any(t.text for t in tasks):
         tokenizer = load_tokenizer(cfg.tokenizer or path)
-    scorer = LikelihoodScorer(model, batch_tokens=cfg.batch_tokens, layout=cfg.layout, pack_length=cfg.pack_length,
-                              text_bos=resolve_text_bos(model, cfg.text_bos), share_prefixes=cfg.share_prefixes,
-                              progress=cfg.progress)
+    scorer = make_scorer(model, cfg)
     results: dict[str, Any] = {}
     for task in tasks:
         start = time.perf_counter()

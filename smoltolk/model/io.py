@@ -182,7 +182,7 @@ def atomic_directory(target: str | Path, replaceable: Callable[[Path], bool] | N
         raise
 
 
-_LEFTOVER = re.compile(r"^\..+\.(?:tmp|old)-(?:(\d+)-)?")
+_LEFTOVER = re.compile(r"^\.(.+)\.(tmp|old)-(?:(\d+)-)?")
 
 
 def _alive(pid: int) -> bool:
@@ -197,16 +197,22 @@ def _alive(pid: int) -> bool:
 
 def remove_stale_writes(folder: str | Path) -> list[Path]:
     """Remove the temporary directories that killed atomic writes left in ``folder`` (never one whose
-    writer is still running); returns what was removed."""
+    writer is still running); returns what was removed. A write killed between moving the old
+    directory aside and moving the new one in leaves no target: the old one is put back."""
     folder = Path(folder)
     removed = []
     if not folder.is_dir():
         return removed
-    for p in folder.iterdir():
+    for p in sorted(folder.iterdir(), key=lambda p: ".old-" not in p.name):  # restores first
         m = _LEFTOVER.match(p.name)
-        if m and p.is_dir() and not (m.group(1) and _alive(int(m.group(1)))):
-            shutil.rmtree(p, ignore_errors=True)
-            removed.append(p)
+        if not m or not p.is_dir() or (m.group(3) and _alive(int(m.group(3)))):
+            continue
+        target = folder / m.group(1)
+        if m.group(2) == "old" and not target.exists():  # killed between its two renames: the old one is whole
+            os.replace(p, target)
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        removed.append(p)
     return removed
 
 
@@ -221,12 +227,6 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
-    from safetensors.torch import save_file
-
-    save_file(unique_state_dict(model), str(path), metadata=metadata or {"format": "pt"})
 
 
 def meta_build(builder: Callable[[], nn.Module]) -> nn.Module:

@@ -52,7 +52,7 @@ class Run:
     tokens: int = 0
     skipped: int = 0
     history: list[dict] = field(default_factory=list)
-    val_items: list | None = None  # (task, items) of validation.eval, built at the first validation
+    val_items: list | None = None  # (task, items, eval config) of validation.eval, built in setup()
 
 
 # ---------------------------------------------------------------------------------------- model
@@ -169,6 +169,7 @@ def setup(cfg: TrainConfig) -> Run:
         for p in remove_stale_writes(run.out / "checkpoints"):
             print(f"removed {p.name}, left by an interrupted checkpoint write", file=sys.stderr)
     resume(run)
+    run.val_items = build_validation_benchmarks(run)  # errors in them before any training
     return run
 
 
@@ -277,28 +278,33 @@ def _flatten(prefix: str, node, out: dict[str, float]) -> dict[str, float]:
 @torch.no_grad()
 def validate_benchmarks(run: Run) -> dict[str, float]:
     """The ``validation.eval`` benchmarks scored with the model as it is (learning curves in metrics.jsonl)."""
+    from smoltolk.eval.run import make_scorer
+
+    if not run.val_items:
+        return {}
+    run.model.eval()
+    out: dict[str, float] = {}
+    for task, items, cfg in run.val_items:
+        _flatten(f"val/{task.name}", task.metrics(make_scorer(run.model, cfg).score(items), cfg.reduction), out)
+    run.model.train()
+    return out
+
+
+def build_validation_benchmarks(run: Run) -> list:
+    """Read and check ``validation.eval``'s benchmarks and build their items once, before training starts."""
     from smoltolk.eval.config import build_eval_config
-    from smoltolk.eval.run import build_tasks, resolve_text_bos, resolve_units
-    from smoltolk.eval.scorer import LikelihoodScorer
+    from smoltolk.eval.run import build_tasks, resolve_units
     from smoltolk.model.hf import load_tokenizer
 
     if not run.cfg.validation.eval:
-        return {}
-    if run.val_items is None:
-        cfg = build_eval_config(None, [], run.cfg.validation.eval, progress=False)
-        tasks = build_tasks(cfg)
-        if any(t.text for t in tasks) and run.tokenizer_file is None:
-            raise ConfigError("validation.eval: text benchmarks need the model's tokenizer (model.tokenizer)")
-        tokenizer = load_tokenizer(run.tokenizer_file) if run.tokenizer_file is not None else None
-        units = resolve_units(tasks, cfg, run.out / "validation")
-        run.val_items = [(t, t.items(units[t.name], tokenizer), cfg.reduction) for t in tasks]
-    run.model.eval()
-    scorer = LikelihoodScorer(run.model, text_bos=resolve_text_bos(run.model, "auto"))
-    out: dict[str, float] = {}
-    for task, items, reduction in run.val_items:
-        _flatten(f"val/{task.name}", task.metrics(scorer.score(items), reduction), out)
-    run.model.train()
-    return out
+        return []
+    cfg = build_eval_config(None, [], run.cfg.validation.eval, progress=False)
+    tasks = build_tasks(cfg)
+    if any(t.text for t in tasks) and run.tokenizer_file is None:
+        raise ConfigError("validation.eval: text benchmarks need the model's tokenizer (model.tokenizer)")
+    tokenizer = load_tokenizer(run.tokenizer_file) if run.tokenizer_file is not None else None
+    units = resolve_units(tasks, cfg, run.out / "validation")
+    return [(t, t.items(units[t.name], tokenizer), cfg) for t in tasks]
 
 
 @torch.no_grad()
@@ -314,7 +320,7 @@ def validate(run: Run) -> dict[str, float]:
         data = DataConfig(datasets=[ds], modality_weights={ds.modality: 1.0}, context=run.cfg.data.context,
                           interleave=run.cfg.data.interleave, mask_documents=run.cfg.data.mask_documents,
                           seed=vcfg.seed)
-        sampler = BatchSampler(Mixture(data, run.model.swt_id, run.model.speech_eos_id),
+        sampler = BatchSampler(Mixture(data, run.model.swt_id, run.model.speech_eos_id, num_units=run.model.num_units),
                                run.cfg.schedule.micro_batch, run.info.rank, run.info.world_size)
         losses = [compute_loss(run, next(sampler))[0].detach().float() for _ in range(vcfg.batches)]
         results[f"val/{ds.name or Path(ds.path).name}/{ds.modality}"] = float(
@@ -353,9 +359,8 @@ def save_checkpoint(run: Run) -> Path | None:
     """Gather the full state (a collective), write it on rank 0, keep the last K. Refuses non-finite weights."""
     bad = _first_nonfinite(run)
     if bad is not None:
-        good = ckpt.list_checkpoints(run.out / "checkpoints")
-        raise NonFiniteLossError(f"step {run.step}: {bad} holds inf/NaN, so no checkpoint is written; the last good "
-                                 f"checkpoint is {good[-1] if good else 'none'}")
+        raise NonFiniteLossError(f"step {run.step}: {bad} holds inf/NaN, so no checkpoint is written; "
+                                 f"{_last_complete(run)}")
     model_state = ckpt.full_model_state(run.model)
     opt_state = ckpt.full_optimizer_state(run.model, run.optimizer)
     path = ckpt.step_dir(run.out / "checkpoints", run.step)
@@ -383,7 +388,8 @@ def resume(run: Run) -> None:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
 
     choice = run.cfg.run.resume
-    if choice == "never":
+    if choice == "never":  # a fresh start: the rows of an earlier run in this folder go
+        _keep_metrics(run, 0)
         return
     if choice == "auto":
         found = ckpt.list_checkpoints(run.out / "checkpoints")
@@ -591,7 +597,9 @@ def _loop(run: Run) -> dict:
         if cfg.run.checkpoint_every and run.step % cfg.run.checkpoint_every == 0 and run.step < total:
             last_ckpt = save_checkpoint(run)
             t_last = time.perf_counter()
-    final_val = validate(run)
+    last = run.history[-1] if run.history else {}
+    done = {k: v for k, v in last.items() if k.startswith("val/")} if last.get("step") == run.step else {}
+    final_val = done or validate(run)  # not twice when the last step just validated
     last_ckpt = ckpt.step_dir(out / "checkpoints", run.step)
     if not last_ckpt.is_dir():
         save_checkpoint(run)

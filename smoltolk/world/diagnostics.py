@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from smoltolk.files import write_text_atomic
 from smoltolk.world.speech import PseudoSpeech
 from smoltolk.world.world import ACTIONS, Story, topic_words, words
 
@@ -101,9 +102,7 @@ def speaker_context(items: list[Story], speech: PseudoSpeech, prefix: str) -> li
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def write_diagnostics(root: Path, items: list[Story], places: list[str], group: str,
