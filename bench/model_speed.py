@@ -88,6 +88,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     t.add_argument("--quick", action="store_true",
                    help="short run (~25 s): warmup 1, up to 4 rounds of 1 step, budget 6 s")
     t.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
+    t.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's choice, the default)")
     t.add_argument("--profile", action="store_true",
                    help="also print a torch.profiler op table of one baseline and one SmolTolk step to stderr")
     t.add_argument("--memory-only", choices=MODELS, help=argparse.SUPPRESS)
@@ -293,6 +294,8 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 def main() -> None:
     args = parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     if args.memory_only:
         memory_only(args)
         return

@@ -52,11 +52,15 @@ def measure(tokenizer: SpeechTokenizer, waves: list[np.ndarray], repeats: int) -
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=30.0, help="audio per extractor (default: 30)")
     parser.add_argument("--utterance-seconds", type=float, default=5.0, help="length of each utterance")
     parser.add_argument("--repeats", type=int, default=2, help="timed repeats; the fastest counts")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: stable numbers on a shared CPU; 0 = torch's choice)")
     args = parser.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
 
     rng = np.random.default_rng(0)
     n = int(args.utterance_seconds * SAMPLE_RATE)

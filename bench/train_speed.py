@@ -82,9 +82,13 @@ def matmul_peak(n: int = 1024, repeats: int = 20) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: stable numbers on a shared CPU; 0 = torch's choice)")
     args = parser.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     long, short = (30, 5) if args.quick else (80, 10)
     cfg = load_train_config(RECIPE, [])
     tokens_per_step = cfg.schedule.micro_batch * cfg.data.context

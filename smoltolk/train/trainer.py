@@ -495,6 +495,7 @@ class Logger:
         from tqdm import tqdm
 
         self.main = run.info.is_main
+        self.text_only = run.cfg.model.text_only  # text pretraining has no stages to show
         self.path = run.out / "metrics.jsonl"
         self.bar = tqdm(total=total, initial=run.step, desc="train", unit="step",
                         disable=not (self.main and run.cfg.run.progress))
@@ -521,7 +522,7 @@ class Logger:
             if self.wb is not None:
                 self.wb.log(row, step=row["step"])
         if "loss" in row:
-            self.bar.set_postfix(loss=f"{row['loss']:.3f}", stage=row.get("stage"))
+            self.bar.set_postfix(loss=f"{row['loss']:.3f}", stage="text LM" if self.text_only else row.get("stage"))
 
     def close(self) -> None:
         self.bar.close()
