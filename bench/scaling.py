@@ -198,6 +198,54 @@ def plot(out: Path) -> dict:
     return data
 
 
+MEANING = "S, ending by the context's speaker"  # the speaker_context effect of the story's meaning alone
+
+
+def table(out: Path) -> str:
+    """``OUT/summary.md``: every run's key numbers, held-out and heard topics (the diagnostics included)."""
+    def pct(x):
+        return "-" if x is None else f"{100 * x:.0f}"
+
+    def nats(x):
+        return "-" if x is None else f"{x:+.2f}"
+
+    def get(node, *keys):
+        for k in keys:
+            if not isinstance(node, dict) or k not in node:
+                return None
+            node = node[k]
+        return node
+
+    def nll(node):
+        value = get(node, "speech_nll", "nll")
+        return "-" if value is None else f"{value:.3f}"
+
+    head = ("| model | width | steps | seed | tSC T→S | tSC S→T | cloze T→S cal | cloze S→T cal | heard: cloze S cal "
+            "(gain nats) | heard: cloze T→S cal (gain) | heard: speech meaning / voice (nats) | speech NLL held-out / "
+            "heard |")
+    lines = [head, "|" + "---|" * 12]
+    for r in sorted(read_results(out / "results.jsonl"), key=lambda r: (r["width"], r["steps"], r["seed"], r["model"])):
+        res, heard = r["results"], r["results"].get("heard", {})
+        cloze = ("lexical_cloze", "settings")
+        effects = ("speaker_context", "effects")
+        cells = [r["model"], str(r["width"]), str(r["steps"]), str(r["seed"]),
+                 pct(get(res, "tstorycloze_xmodal", "settings", "T->S", "accuracy")),
+                 pct(get(res, "tstorycloze_xmodal", "settings", "S->T", "accuracy")),
+                 pct(get(res, *cloze, "T->S", "calibrated", "accuracy")),
+                 pct(get(res, *cloze, "S->T", "calibrated", "accuracy")),
+                 f"{pct(get(heard, *cloze, 'S', 'calibrated', 'accuracy'))} "
+                 f"({nats(get(heard, *cloze, 'S', 'context_gain_nats'))})",
+                 f"{pct(get(heard, *cloze, 'T->S', 'calibrated', 'accuracy'))} "
+                 f"({nats(get(heard, *cloze, 'T->S', 'context_gain_nats'))})",
+                 f"{nats(get(heard, *effects, MEANING, 'nats'))} / "
+                 f"{nats(get(heard, *effects, 'S, speaker match (same story)', 'nats'))}",
+                 f"{nll(res)} / {nll(heard)}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
+    (out / "summary.md").write_text(text)
+    return text
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="runs/scaling")
@@ -227,6 +275,7 @@ def main() -> int:
         study(args)
     if (Path(args.out) / "results.jsonl").is_file():
         data = plot(Path(args.out))
+        table(Path(args.out))
         print(json.dumps({"points": len(data["points"]), "figure": str(Path(args.out) / "scaling.png")}))
     return 0
 
