@@ -63,47 +63,45 @@ def other_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _diagnostic_table(ckpts: list[dict[str, Any]], task: str, field: str, caption, cell) -> list[str]:
+    """One table of a diagnostic: a column per setting / effect (``field`` of the task's results), a row per
+    checkpoint; ``caption(first results)`` the line above it, ``cell(value)`` each cell."""
+    have = [ck for ck in ckpts if task in ck["results"]]
+    if not have:
+        return []
+    first = have[0]["results"][task]
+    columns = list(first[field])
+    lines = ["", caption(first), "", "| Model | " + " | ".join(c.replace("->", "→") for c in columns) + " |",
+             "|" + "---|" * (len(columns) + 1)]
+    for ck in have:
+        values = ck["results"][task][field]
+        lines.append(f"| {ck['name']} | " + " | ".join(cell(values[c]) for c in columns) + " |")
+    return lines
+
+
+def _raw_and_calibrated(v: dict[str, Any]) -> str:
+    return f"{_pct(v['accuracy'])} / {_pct(v['calibrated']['accuracy'])}"
+
+
 def diagnostics_tables(summary: dict[str, Any]) -> list[str]:
     """The cross-modal diagnostics (smoltolk.eval.diagnostics), if any checkpoint has them."""
     ckpts = summary["checkpoints"]
-    lines: list[str] = []
-    cloze = [ck for ck in ckpts if "lexical_cloze" in ck["results"]]
-    if cloze:
-        settings = list(cloze[0]["results"]["lexical_cloze"]["settings"])
-        k = cloze[0]["results"]["lexical_cloze"]["candidates"]
-        lines += ["", f"**Lexical cloze**: the ending's first word among {k} verbs after the story context, top-1 "
-                  f"accuracy % (chance {100 / k:.1f}), raw / calibrated (minus the word's score after a bare "
-                  "'then he'). t = the context as a transcript (no punctuation, like interleaved training text).",
-                  "", "| Model | " + " | ".join(s.replace("->", "→") for s in settings) + " |",
-                  "|" + "---|" * (len(settings) + 1)]
-        for ck in cloze:
-            st = ck["results"]["lexical_cloze"]["settings"]
-            lines.append(f"| {ck['name']} | " + " | ".join(
-                f"{_pct(st[s]['accuracy'])} / {_pct(st[s]['calibrated']['accuracy'])}" for s in settings) + " |")
-    words = [ck for ck in ckpts if "word_translation" in ck["results"]]
-    if words:
-        n = words[0]["results"]["word_translation"]["words"]
-        lines += ["", f"**Word translation**: a word alone in one modality, its form in the other among {n} topic "
-                  f"words, top-1 accuracy % (chance {100 / n:.1f}), raw / calibrated (minus each candidate's mean).",
-                  "", "| Model | S→T | T→S |", "|---|---|---|"]
-        for ck in words:
-            st = ck["results"]["word_translation"]["settings"]
-            lines.append(f"| {ck['name']} | " + " | ".join(
-                f"{_pct(st[s]['accuracy'])} / {_pct(st[s]['calibrated']['accuracy'])}" for s in ("S->T", "T->S"))
-                + " |")
-    spk = [ck for ck in ckpts if "speaker_context" in ck["results"]]
-    if spk:
-        effects = list(spk[0]["results"]["speaker_context"]["effects"])
-        lines += ["", "**Context effect, speaker controlled**: gain in log-probability (nats) of a story's ending "
-                  "after its own context over another story's (same speaker), or after its own context by the "
-                  "ending's speaker over the same context by another (speaker match); share of endings with a gain.",
-                  "", "| Model | " + " | ".join(e.replace("->", "→") for e in effects) + " |",
-                  "|" + "---|" * (len(effects) + 1)]
-        for ck in spk:
-            ef = ck["results"]["speaker_context"]["effects"]
-            lines.append(f"| {ck['name']} | " + " | ".join(
-                f"{ef[e]['nats']:+.2f} ({100 * ef[e]['positive']:.0f}%)" for e in effects) + " |")
-    return lines
+    return [
+        *_diagnostic_table(ckpts, "lexical_cloze", "settings", lambda r: (
+            f"**Lexical cloze**: the ending's first word among {r['candidates']} verbs after the story context, "
+            f"top-1 accuracy % (chance {100 / r['candidates']:.1f}), raw / calibrated (minus the word's score "
+            "after a bare 'then he'). t = the context as a transcript (no punctuation, like interleaved training "
+            "text)."), _raw_and_calibrated),
+        *_diagnostic_table(ckpts, "word_translation", "settings", lambda r: (
+            f"**Word translation**: a word alone in one modality, its form in the other among {r['words']} topic "
+            f"words, top-1 accuracy % (chance {100 / r['words']:.1f}), raw / calibrated (minus each candidate's "
+            "mean)."), _raw_and_calibrated),
+        *_diagnostic_table(ckpts, "speaker_context", "effects", lambda r: (
+            "**Context effect, speaker controlled**: gain in log-probability (nats) of a story's ending after its "
+            "own context over another story's (same speaker), or after its own context by the ending's speaker "
+            "over the same context by another (speaker match); share of endings with a gain."),
+            lambda v: f"{v['nats']:+.2f} ({100 * v['positive']:.0f}%)"),
+    ]
 
 
 def render(summary: dict[str, Any]) -> str:
