@@ -293,6 +293,8 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 
 def main() -> None:
+    """Interleaved timing rounds over the models, then memory in subprocesses, then the JSON report (one
+    sequential measurement protocol; kept in one place so its order is visible)."""
     args = parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)

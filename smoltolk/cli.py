@@ -279,6 +279,8 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Every subcommand's flags, one block each (long but flat: building it from a table of subcommand ->
+    function signatures is issue 12's open item, not done yet)."""
     parser = argparse.ArgumentParser(prog="smoltolk", description="Text-speech language models with late fusion "
                                      "and multi-level fission (SmolTolk): data, training, evaluation, analysis, "
                                      "generation.")
