@@ -125,6 +125,30 @@ def test_entropy_bonus_on_a_hand_computed_case():
     assert_close(out.loss.item(), out.lm_loss.item() - 0.5 * expected_h, terms=2 * 20 * 3)
 
 
+def test_entropy_bonus_is_a_mean_over_speech_targets_only():
+    model = tiny_model("smoltolk", entropy_beta=0.5)
+    with torch.no_grad():
+        model.layer_selector.weight.normal_(0, 1.0)  # weights that vary by position
+    ids, is_speech = mixed_batch(2, 21)
+    batch = shift_targets(ids, is_speech)
+    out = model(**batch, return_layer_weights=True)
+    w = out.layer_weights.double()
+    h = -(w * w.log()).sum(-1)  # (B, T)
+    speech_targets = (batch["labels"] != IGNORE) & batch["labels_is_speech"]
+    expected = h[speech_targets].mean().item()
+    terms = model_terms(model, 21) + 2 * 20 * 3
+    assert_close(out.entropy.item(), expected, terms=terms)
+    assert differs(out.entropy.item(), h.mean().item(), terms=terms)  # not the mean over every position
+    assert_close(out.loss.item(), out.lm_loss.item() - 0.5 * expected, terms=terms)
+    # a batch without speech targets: no bonus, and the selector learns nothing from it
+    text = torch.randint(0, TEXT_VOCAB, (2, 21))
+    out = model(**shift_targets(text, torch.zeros_like(text, dtype=torch.bool)))
+    assert out.entropy.item() == 0.0 and out.loss.item() == out.lm_loss.item()
+    out.loss.backward()
+    grad = model.layer_selector.weight.grad
+    assert grad is None or not grad.any()
+
+
 @pytest.mark.parametrize("residual, out_layers", [(False, 0), (True, 0), (False, 2), (True, 2)])
 @pytest.mark.parametrize("variant", ["smoltolk", "no-dynamic-pooling", "no-layer-pooling"])
 def test_speech_path_computes_what_the_paper_says(variant, residual, out_layers):
@@ -269,7 +293,7 @@ def test_head_inputs_are_what_the_heads_map_to_logits(variant):
         out = model(ids, is_speech, logits="none", return_head_inputs=True)
         assert plain.text_head_input is None and plain.speech_head_input is None
         assert out.text_logits is None and out.text_head_input.shape == (2, 20, 32)
-        assert torch.equal(model.backbone.lm_head(out.text_head_input), plain.text_logits)
+        assert torch.equal(model.text_head(out.text_head_input), plain.text_logits)
         assert torch.equal(model.speech_head(out.speech_head_input), plain.speech_logits)
         states = model.backbone(ids.masked_fill(is_speech, 0), apply_head=False)
         assert torch.equal(model.backbone.lm_head(states), model.backbone(ids.masked_fill(is_speech, 0)))
@@ -370,6 +394,18 @@ def test_wrapping_a_backbone_keeps_its_text_behaviour():
     with torch.no_grad():
         after = model(ids, torch.zeros_like(ids, dtype=torch.bool)).text_logits
     assert_close(after[..., :TEXT_VOCAB], before, terms=model_terms(lm, 10))
+    # SWT is never a text target: its column is out of the text softmax, so text log-probs are the backbone's
+    assert torch.all(after[..., TEXT_VOCAB] == float("-inf"))
+    assert_close(after.log_softmax(-1)[..., :TEXT_VOCAB], before.log_softmax(-1), terms=model_terms(lm, 10))
+
+
+def test_the_switch_stays_in_the_text_softmax_when_it_is_predicted():
+    model = tiny_model("smoltolk", predict_switch=True)
+    ids, is_speech = mixed_batch(1, 12)
+    with torch.no_grad():
+        logits = model(ids, is_speech).text_logits
+    assert torch.isfinite(logits[..., model.swt_id]).all()
+    assert torch.equal(logits, model.backbone.lm_head(model(ids, is_speech, return_head_inputs=True).text_head_input))
 
 
 @pytest.mark.parametrize("case", ["text-too-large", "speech-too-large", "negative", "speech-in-text",

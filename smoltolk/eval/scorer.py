@@ -163,7 +163,7 @@ class LikelihoodScorer:
             self.text_vocab, self.speech_vocab = model.text_vocab_size, model.speech_vocab_size
             self.swt_id, self.speech_bos = model.swt_id, model.config.speech.eos_id
             self.num_units = model.config.speech.num_units
-            self.text_head, self.speech_head = model.backbone.lm_head, model.speech_head
+            self.text_head, self.speech_head = model.text_head, model.speech_head
         else:
             self.text_vocab, self.speech_vocab = model.config.vocab_size, 0
             self.swt_id = self.speech_bos = None

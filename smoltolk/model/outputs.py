@@ -20,7 +20,7 @@ class LMOutput:
     speech_loss: Tensor | None = None  # mean cross-entropy over speech targets (nan if none)
     num_text: Tensor | None = None  # number of scored text targets
     num_speech: Tensor | None = None  # number of scored speech targets
-    entropy: Tensor | None = None  # mean selector entropy H(w) over positions
+    entropy: Tensor | None = None  # mean selector entropy H(w): over speech-target positions given labels, else all
     text_logits: Tensor | None = None  # (B, T, V_text) or (B, 1, V_text) with logits="last"
     speech_logits: Tensor | None = None  # (B, T, V_speech) or (B, 1, V_speech)
     layer_weights: Tensor | None = None  # (B, T, L) dynamic weights w (dynamic pooling only)

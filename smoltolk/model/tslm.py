@@ -11,7 +11,7 @@ Data flow (SmolTolk; each piece is a config switch, see ``SpeechConfig``)::
     z = text_embed(text ids) | speech_embed(speech ids)             merged input (B, T, d)
     x = z, with speech positions replaced by input_adapter(z)        causal within each speech run
     c_1..c_L = backbone layers(x)                                    c_L after the final norm
-    text logits   = lm_head(c_L)
+    text logits   = lm_head(c_L), SWT's column -inf unless speech.predict_switch
     c' = sum_l softmax(phi)_l c_l;  w = softmax(S(c'));  c_bar = sum_l w_l c_l
     speech logits = speech_head(output_adapter(c_bar + z))            speech_head tied to speech_embed
 """
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -154,7 +155,7 @@ class TextSpeechLM(nn.Module):
         return_hidden_states: also return the backbone's input (after the input adapter) and its
             L layer outputs (the last after the final norm), as Hugging Face's ``hidden_states``.
         return_head_inputs: also return what each head maps to logits, at every position:
-            ``text_head_input`` (the backbone's final normed states; ``backbone.lm_head`` of it
+            ``text_head_input`` (the backbone's final normed states; ``text_head`` of it
             = text logits) and ``speech_head_input`` (the layer-pooled backbone states, i.e. the
             final ones under ``speech.pooling="last"``, plus the input embeddings z if
             ``speech.residual``, then through the output adapter if the model has one;
@@ -183,7 +184,7 @@ class TextSpeechLM(nn.Module):
         kv = cache.stack("backbone", len(self.backbone.layers)) if cache is not None else None
         final, layers = self.backbone.hidden(x, cos, sin, seg, kv,
                                              all_layers=sp.pooling != "last" or return_hidden_states)
-        pooled, weights, entropy = self._pool(final, layers)
+        pooled, weights, entropy = self._pool(final, layers)  # entropy: (B, T) or None
         if sp.residual:
             pooled = pooled + z
         if len(self.output_adapter):
@@ -197,22 +198,23 @@ class TextSpeechLM(nn.Module):
                           "is_speech": is_speech[:, -1], "run": run[:, -1]}
             cache.length += t
 
-        out = LMOutput(entropy=entropy, layer_weights=weights if return_layer_weights else None,
+        out = LMOutput(entropy=None if entropy is None else entropy.mean(), layer_weights=weights if return_layer_weights else None,
                          hidden_states=(x, *layers) if return_hidden_states else None)
         if return_head_inputs:
             out.text_head_input, out.speech_head_input = final, pooled
         if labels is not None:
-            self._loss(out, final, pooled, labels, labels_is_speech, is_speech)
+            self._loss(out, final, pooled, entropy, labels, labels_is_speech, is_speech)
         mode = ("none" if labels is not None else "all") if logits == "auto" else logits
         if mode != "none":
             if mode == "last":
                 final, pooled = final[:, -1:], pooled[:, -1:]
-            out.text_logits = self.backbone.lm_head(final)
+            out.text_logits = self.text_head(final)
             out.speech_logits = self.speech_head(pooled)
         return out
 
     def _pool(self, final: Tensor, layers: list[Tensor]) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        """Layer pooling: (pooled (B, T, d), dynamic weights w (B, T, L) or None, mean entropy or None).
+        """Layer pooling: (pooled (B, T, d), dynamic weights w (B, T, L) or None, the selector's entropy
+        H(w) per position (B, T) or None).
 
         Sums run layer by layer (no (L, B, T, d) stack is materialised), so pooling costs no
         more activation memory than the layer outputs the backward pass keeps anyway.
@@ -226,8 +228,21 @@ class TextSpeechLM(nn.Module):
             return c_prime, None, None
         log_w = torch.log_softmax(self.layer_selector(c_prime).float(), dim=-1)  # (B, T, L)
         w = log_w.exp()
-        entropy = -(w * log_w).sum(-1).mean()
+        entropy = -(w * log_w).sum(-1)
         return _weighted_sum(layers, w.to(final.dtype)), w, entropy
+
+    def text_head(self, hidden: Tensor) -> Tensor:
+        """Text logits of the backbone's final states (..., d) -> (..., V_text).
+
+        Without ``speech.predict_switch`` SWT is never a text target, so its column is -inf: the
+        text distribution stays over the backbone's own vocabulary (as the authors' code masks it),
+        and a freshly wrapped model with the backbone's RoPE base scores text exactly as its
+        backbone. With ``predict_switch`` the text head predicts SWT and the column stays.
+        """
+        logits = self.backbone.lm_head(hidden)
+        if not self.config.speech.predict_switch:
+            logits.index_fill_(-1, torch.tensor([self.swt_id], device=logits.device), float("-inf"))
+        return logits
 
     def scored_targets(self, labels: Tensor, labels_is_speech: Tensor, is_speech: Tensor
                        ) -> tuple[Tensor, Tensor, Tensor]:
@@ -246,9 +261,13 @@ class TextSpeechLM(nn.Module):
             speech_targets = labels.masked_fill(switch_in_speech, sp.switch_id)
         return text_sel, speech_sel, speech_targets
 
-    def _loss(self, out: TSLMOutput, final: Tensor, pooled: Tensor, labels: Tensor, labels_is_speech: Tensor,
-              is_speech: Tensor) -> None:
+    def _loss(self, out: LMOutput, final: Tensor, pooled: Tensor, entropy: Tensor | None, labels: Tensor,
+              labels_is_speech: Tensor, is_speech: Tensor) -> None:
         """Token-weighted cross-entropy of both heads. PAD targets are never scored.
+
+        The selector's entropy (``out.entropy``, and the bonus ``speech.entropy_beta`` x it) is its
+        mean over the positions that predict a speech target, the only ones whose pooled state is
+        used (the authors pool there only); a batch without speech targets has none (0).
 
         SWT targets (a text label equal to ``swt_id``) are skipped unless ``speech.predict_switch``.
         Then an SWT is scored in the head of the modality it ends, told by the *input* position
@@ -257,7 +276,7 @@ class TextSpeechLM(nn.Module):
         """
         sp = self.config.speech
         text_sel, speech_sel, speech_targets = self.scored_targets(labels, labels_is_speech, is_speech)
-        text_sum = _ce_sum(self.backbone.lm_head, final[text_sel], labels[text_sel])
+        text_sum = _ce_sum(self.text_head, final[text_sel], labels[text_sel])
         speech_sum = _ce_sum(self.speech_head, pooled[speech_sel], speech_targets[speech_sel])
         n_text, n_speech = text_sel.sum(), speech_sel.sum()
         out.num_text, out.num_speech = n_text, n_speech
@@ -265,8 +284,10 @@ class TextSpeechLM(nn.Module):
         out.speech_loss = speech_sum / n_speech
         out.lm_loss = (text_sum + speech_sum) / (n_text + n_speech).clamp(min=1)
         out.loss = out.lm_loss
-        if out.entropy is not None and sp.entropy_beta > 0:
-            out.loss = out.lm_loss - sp.entropy_beta * out.entropy
+        if entropy is not None:
+            out.entropy = (entropy * speech_sel).sum() / n_speech.clamp(min=1)
+            if sp.entropy_beta > 0:
+                out.loss = out.lm_loss - sp.entropy_beta * out.entropy
 
     def _check_inputs(self, input_ids: Tensor, is_speech: Tensor, labels: Tensor | None,
                       labels_is_speech: Tensor | None) -> None:
@@ -393,7 +414,7 @@ def _weighted_sum(layers: list[Tensor], weights: Tensor) -> Tensor:
     return out
 
 
-def _ce_sum(head: nn.Linear, h: Tensor, targets: Tensor) -> Tensor:
+def _ce_sum(head: Callable[[Tensor], Tensor], h: Tensor, targets: Tensor) -> Tensor:
     logits = head(h).float()  # (N, V)
     return F.cross_entropy(logits, targets, reduction="sum")
 

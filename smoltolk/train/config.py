@@ -108,7 +108,7 @@ class RunConfig:
     wandb_project: str = "smoltolk"
     on_nan: Literal["stop", "skip"] = "stop"
     max_skipped_steps: int = 10
-    peak_flops: float | None = None  # per device, for the MFU estimate (None: a guess by device type)
+    peak_flops: float | None = None  # per device (FLOP/s), for the MFU column (None: no MFU is reported)
 
     def __post_init__(self) -> None:
         check_ranges(self, "run", seed=(0, None), checkpoint_every=(0, None), keep_checkpoints=(0, None),

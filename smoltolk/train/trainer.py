@@ -182,14 +182,15 @@ def _shifted(run: Run, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
 
 
 def count_targets(run: Run, shifted: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The number of targets the loss of this micro-batch scores (before running the model)."""
+    """(all targets, speech targets) the loss of this micro-batch scores, counted before running the model."""
     text, speech, _ = run.model.scored_targets(shifted["labels"], shifted["labels_is_speech"], shifted["is_speech"])
-    return (text.sum() + speech.sum()).float()
+    return torch.stack([text.sum() + speech.sum(), speech.sum()]).float()
 
 
-def compute_loss(run: Run, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def compute_loss(run: Run, batch: dict[str, torch.Tensor]
+                 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """(token-mean LM loss, entropy bonus or 0) of one micro-batch (tokens, is_speech, doc_ids: (B, T+1)) and
-    detached statistics (per-modality CE sums and counts, entropy)."""
+    detached statistics (per-modality CE sums and counts, the selector entropy summed over speech targets)."""
     shifted = batch if "labels" in batch else _shifted(run, batch)
     dev = run.info.device
     ctx = torch.autocast(dev.type, dtype=run.autocast) if run.autocast else contextlib.nullcontext()
@@ -199,7 +200,7 @@ def compute_loss(run: Run, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor
     if out.num_speech is not None:
         stats.update(speech_ce_sum=torch.nan_to_num(out.speech_loss) * out.num_speech, n_speech=out.num_speech)
     if out.entropy is not None:
-        stats["entropy"] = out.entropy
+        stats["entropy_sum"] = out.entropy * out.num_speech
     bonus = out.lm_loss - out.loss  # beta x entropy (0 without an entropy term)
     return out.lm_loss, bonus, {k: v.detach().float() for k, v in stats.items()}
 
@@ -219,22 +220,24 @@ def train_step(run: Run, step: int) -> dict:
     accum, world = run.cfg.schedule.grad_accum, run.info.world_size
     # The step's loss is the token-weighted mean over all its targets, on every rank and micro-batch
     # (so W ranks x B sequences equal one process with W x B): weight each micro-batch by its share.
+    # The entropy bonus is likewise a mean over the step's speech targets (each micro-batch's bonus is its mean).
     batches = [_shifted(run, next(sampler)) for _ in range(accum)]
-    counts = [count_targets(run, b) for b in batches]
-    total_targets = _all_reduce_sum(torch.stack(counts).sum(), run.info).clamp(min=1)
-    lm_total, bonus_total, stats_sum = torch.zeros((), device=run.info.device), 0.0, {}
-    for micro, (batch, n) in enumerate(zip(batches, counts, strict=True)):
+    counts = [count_targets(run, b) for b in batches]  # (all, speech) per micro-batch
+    totals = _all_reduce_sum(torch.stack(counts).sum(0), run.info).clamp(min=1)
+    loss = torch.zeros((), device=run.info.device)
+    stats_sum = {}
+    for micro, (batch, (n, n_speech)) in enumerate(zip(batches, counts, strict=True)):
         no_sync = getattr(run.wrapped, "no_sync", None)
         ctx = no_sync() if (no_sync is not None and micro < accum - 1) else contextlib.nullcontext()
         with ctx:
             lm, bonus, stats = compute_loss(run, batch)
+            part = lm * (n / totals[0]) - bonus * (n_speech / totals[1])
             # DDP / FSDP average gradients over ranks: scale by world so the sum over ranks is kept
-            (lm * (n * world / total_targets) - bonus / accum).backward()
-        lm_total += lm.detach().float() * n / total_targets
-        bonus_total += float(bonus.detach()) / accum
+            (part * world).backward()
+        loss += part.detach().float()
         for k, v in stats.items():
             stats_sum[k] = stats_sum.get(k, 0) + v
-    loss = _all_reduce_sum(lm_total, run.info) - all_reduce_mean(torch.tensor(bonus_total), run.info)
+    loss = _all_reduce_sum(loss, run.info)
     if not torch.isfinite(loss):
         return {"step": step, "stage": stage, "loss": float(loss), "finite": False}
     if stage == 1:  # frozen backbone and text embeddings: no update, no optimizer state
@@ -256,8 +259,8 @@ def train_step(run: Run, step: int) -> dict:
             n = totals[f"n_{kind}"]
             row[f"{kind}_loss"] = totals[f"{kind}_ce_sum"] / n if n else None  # None: no such targets this step
             row[f"n_{kind}"] = n
-    if "entropy" in totals:
-        row["entropy"] = totals["entropy"] / (accum * world)
+    if "entropy_sum" in totals:
+        row["entropy"] = totals["entropy_sum"] / totals["n_speech"] if totals["n_speech"] else None
     return row
 
 
