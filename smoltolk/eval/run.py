@@ -96,20 +96,38 @@ def load_eval_model(path: str | Path, device: str = "cpu", dtype: str = "float32
     return load_hf_backbone(path, dtype=DTYPES[dtype], device=device).eval()
 
 
-def make_scorer(model, cfg: EvalConfig) -> LikelihoodScorer:
+def make_scorer(model, cfg: EvalConfig, tokenizer=None) -> LikelihoodScorer:
     """The likelihood scorer an eval config asks for (batching, layout, BOS, prefix sharing)."""
     return LikelihoodScorer(model, batch_tokens=cfg.batch_tokens, layout=cfg.layout, pack_length=cfg.pack_length,
-                            text_bos=resolve_text_bos(model, cfg.text_bos), share_prefixes=cfg.share_prefixes,
-                            progress=cfg.progress)
+                            text_bos=resolve_text_bos(model, cfg.text_bos, tokenizer),
+                            share_prefixes=cfg.share_prefixes, progress=cfg.progress)
 
 
-def resolve_text_bos(model, setting: int | str) -> int | None:
+DOCUMENT_SEPARATOR = "<|endoftext|>"
+
+
+def resolve_text_bos(model, setting: int | str, tokenizer=None) -> int | None:
+    """The token a text item starts after. ``"auto"``: the tokenizer's ``<|endoftext|>`` if it has one
+    (GPT-2-style BPE models such as SmolLM and SmolLM2 separate their pretraining documents with it, so
+    a text after it is a document start; SmolLM2-Instruct's ``bos_token_id`` is ``<|im_start|>``, a chat
+    turn's opener, after which plain text is out of place), else the backbone's ``bos_token_id`` (Llama's
+    ``<s>``, Llama 3's ``<|begin_of_text|>``), else its ``eos_token_id``. ``"none"``: no token; or an id."""
     if setting == "none":
         return None
     if setting != "auto":
         return int(setting)
+    if tokenizer is not None and (sep := tokenizer.token_to_id(DOCUMENT_SEPARATOR)) is not None:
+        return sep
     cfg = model.config.backbone if hasattr(model.config, "backbone") else model.config
     return cfg.bos_token_id if cfg.bos_token_id is not None else cfg.eos_token_id
+
+
+def _tokenizer_if_any(path: str | Path, required: bool):
+    from smoltolk.model.hf import load_tokenizer
+
+    if required or Path(path).is_file() or (Path(path) / "tokenizer.json").is_file():
+        return load_tokenizer(path)
+    return None
 
 
 def check_checkpoints(checkpoints: list[str], tasks: list[Task]) -> dict[str, str]:
@@ -169,13 +187,12 @@ def checkpoint_names(checkpoints: list[str]) -> list[str]:
 def evaluate_checkpoint(path: str, tasks: list[Task], units: dict[str, UnitStore | None], cfg: EvalConfig,
                         out: Path) -> dict[str, Any]:
     """Score one checkpoint on every task; write its per-item scores and ZeroSpeech files under ``out``."""
-    from smoltolk.model.hf import load_tokenizer
 
     model = load_eval_model(path, cfg.device, cfg.dtype)
     tokenizer = None
-    if any(t.text for t in tasks):
-        tokenizer = load_tokenizer(cfg.tokenizer or path)
-    scorer = make_scorer(model, cfg)
+    if any(t.text for t in tasks) or cfg.text_bos == "auto":
+        tokenizer = _tokenizer_if_any(cfg.tokenizer or path, required=any(t.text for t in tasks))
+    scorer = make_scorer(model, cfg, tokenizer)
     results: dict[str, Any] = {}
     for task in tasks:
         start = time.perf_counter()

@@ -198,8 +198,9 @@ class TextSpeechLM(nn.Module):
                           "is_speech": is_speech[:, -1], "run": run[:, -1]}
             cache.length += t
 
-        out = LMOutput(entropy=None if entropy is None else entropy.mean(), layer_weights=weights if return_layer_weights else None,
-                         hidden_states=(x, *layers) if return_hidden_states else None)
+        out = LMOutput(entropy=None if entropy is None else entropy.mean(),
+                       layer_weights=weights if return_layer_weights else None,
+                       hidden_states=(x, *layers) if return_hidden_states else None)
         if return_head_inputs:
             out.text_head_input, out.speech_head_input = final, pooled
         if labels is not None:

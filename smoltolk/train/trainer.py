@@ -296,7 +296,7 @@ def validate_benchmarks(run: Run) -> dict[str, float]:
 def build_validation_benchmarks(run: Run) -> list:
     """Read and check ``validation.eval``'s benchmarks and build their items once, before training starts."""
     from smoltolk.eval.config import build_eval_config
-    from smoltolk.eval.run import build_tasks, resolve_units
+    from smoltolk.eval.run import build_tasks, resolve_text_bos, resolve_units
     from smoltolk.model.hf import load_tokenizer
 
     if not run.cfg.validation.eval:
@@ -307,6 +307,8 @@ def build_validation_benchmarks(run: Run) -> list:
         raise ConfigError("validation.eval: text benchmarks need the model's tokenizer (model.tokenizer)")
     tokenizer = load_tokenizer(run.tokenizer_file) if run.tokenizer_file is not None else None
     units = resolve_units(tasks, cfg, run.out / "validation")
+    cfg.text_bos = resolve_text_bos(run.model, cfg.text_bos, tokenizer)  # as smoltolk eval resolves it
+    cfg.text_bos = "none" if cfg.text_bos is None else cfg.text_bos
     return [(t, t.items(units[t.name], tokenizer), cfg) for t in tasks]
 
 
