@@ -81,8 +81,12 @@ def _cmd_generate(args: argparse.Namespace) -> None:
 
     if not args.prompt:
         raise InputError("give a prompt: --text STRING and/or --units FILE (repeatable, in order)")
-    if (args.vocoder is None) != (args.wav is None):
-        raise InputError("--vocoder and --wav go together")
+    if args.vocoder is not None and args.wav is None:
+        raise InputError("--vocoder needs --wav (where to write the audio)")
+    if args.wav is not None and args.vocoder is None and args.world is None:
+        raise InputError("--wav needs --vocoder (a unit vocoder) or --world DIR (mini-world speech, said by espeak-ng)")
+    if args.world is not None and not (Path(args.world) / "world.json").is_file():
+        raise InputError(f"{args.world}: not a mini-world directory (no world.json); --world reads its speech as words")
     for option, path in (("--out", args.out), ("--wav", args.wav)):
         if path:
             check_output_file(path, option)
@@ -110,6 +114,25 @@ def _cmd_generate(args: argparse.Namespace) -> None:
     if vocoder is not None:
         write_wav(args.wav, *vocoder.synthesize(gen.units))
         print(f"wrote {len(gen.units)} units as audio to {args.wav}", file=sys.stderr)
+    if args.world is not None:
+        _read_world_speech(gen, args.wav if vocoder is None else None)
+
+
+def _read_world_speech(gen, wav: str | None) -> None:
+    """Print each generated speech segment as mini-world words (to stderr); say them into ``wav``."""
+    from smoltolk.world.decode import WorldDecoder
+
+    decoder, said = WorldDecoder(), []
+    for modality, ids in gen.segments():
+        if modality == "speech":
+            reading = decoder.read(ids)
+            said += reading.words
+            print(f"speech as words ({reading.edits} phoneme edits from them): {reading.text}", file=sys.stderr)
+    if wav is not None:
+        from smoltolk.world.audio import speak_words
+
+        seconds = speak_words(said, wav)
+        print(f"wrote the words said by espeak-ng ({seconds:.1f} s) to {wav}", file=sys.stderr)
 
 
 def _cmd_tiny_run(args: argparse.Namespace) -> None:
@@ -206,7 +229,8 @@ def _cmd_synth_data(args: argparse.Namespace) -> None:
         raise InputError(f"{out}: exists and is a file; synth-data writes a folder")
     created = not out.exists()
     try:
-        paths = make_synthetic_corpus(out, n_utterances=args.utterances, n_documents=args.documents, seed=args.seed)
+        paths = make_synthetic_corpus(out, n_utterances=args.utterances, n_documents=args.documents, seed=args.seed,
+                                      tokenizer=args.tokenizer)
     except BaseException:
         if created:  # never leave a half-written corpus under the name asked for
             shutil.rmtree(out, ignore_errors=True)
@@ -321,6 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--utterances", type=POSITIVE, default=400)
     p.add_argument("--documents", type=POSITIVE, default=400)
     p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--tokenizer", help="prepare the text with this tokenizer.json (a real backbone's) instead of "
+                                       "training a small BPE")
     p.set_defaults(func=_cmd_synth_data)
 
     p = sub.add_parser("prepare", help="turn a speech or text manifest into memory-mapped training shards")
@@ -383,6 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocoder", default=None, help="a local, trusted TorchScript or .pt2 unit vocoder (see README)")
     p.add_argument("--wav", default=None, help="with --vocoder: write the generated units as audio here")
     p.add_argument("--sample-rate", type=POSITIVE, default=None, help="the vocoder's sample rate, if it does not say")
+    p.add_argument("--world", default=None, metavar="DIR", help="a mini-world directory: print generated speech as "
+                   "its words (units -> phonemes -> words); with --wav and no --vocoder, espeak-ng says them")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_cmd_generate)
 

@@ -419,11 +419,34 @@ def test_cli_generate_writes_audio_through_a_vocoder(checkpoint, tmp_path, capsy
         assert f.getnframes() == 80 * len(units) and f.getframerate() == 8000
 
 
+def test_cli_generate_reads_world_speech_as_words_and_says_them(checkpoint, tmp_path, capsys):
+    import shutil
+
+    from smoltolk.world.decode import WorldDecoder
+
+    (tmp_path / "world").mkdir()
+    (tmp_path / "world" / "world.json").write_text("{}")
+    (tmp_path / "u.json").write_text("[1, 2, 3]")
+    argv = ["generate", str(checkpoint), "--units", str(tmp_path / "u.json"), "--to", "speech", "--max-new-tokens",
+            "12", "--seed", "0", "--world", str(tmp_path / "world")]
+    wav_argv = ["--wav", str(tmp_path / "o.wav")] if shutil.which("espeak-ng") else []
+    assert main(argv + wav_argv) == 0
+    captured = capsys.readouterr()
+    reading = WorldDecoder().read(json.loads(captured.out))
+    assert f"speech as words ({reading.edits} phoneme edits from them): {reading.text}" in captured.err
+    if wav_argv:
+        with wave.open(str(tmp_path / "o.wav")) as f:
+            samples = np.frombuffer(f.readframes(f.getnframes()), dtype=np.int16)
+            assert f.getframerate() == 16000 and 0.2 * len(reading.words) < len(samples) / 16000
+        assert np.abs(samples).max() > 1000  # not silence
+
+
 @pytest.mark.parametrize("argv,match", [
     (["--to", "text"], "give a prompt"),
     (["--units", "nowhere.json", "--to", "speech"], "nowhere.json: missing"),
     (["--text", "x", "--to", "text", "--tokenizer", "none.json"], "none.json: missing"),
-    (["--text", "x", "--to", "text", "--wav", "o.wav"], "--vocoder and --wav"),
+    (["--text", "x", "--to", "text", "--wav", "o.wav"], "--wav needs --vocoder"),
+    (["--text", "x", "--to", "speech", "--world", "nowhere"], "nowhere: not a mini-world directory"),
     (["--text", "x", "--to", "text", "--top-p", "2"], "--top-p: expected a value > 0 and <= 1"),
 ])
 def test_cli_generate_user_errors_exit_2(checkpoint, capsys, argv, match):

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from smoltolk.data.manifest import SpeechRecord, TextRecord, Word, write_manifest
-from smoltolk.data.prepare import PrepareSettings, prepare
+from smoltolk.data.prepare import PrepareSettings, default_text_eos_id, prepare
 from smoltolk.defaults import DEFAULT_NUM_UNITS
 
 SYLLABLES = ["ka", "to", "mi", "re", "su", "no", "la", "pe", "zu", "bo", "ri", "da"]
@@ -27,9 +27,13 @@ def _lexicon(n_words: int, rng: np.random.Generator) -> list[str]:
 
 
 def make_synthetic_corpus(out: str | Path, n_utterances: int = 400, n_documents: int = 400, n_words: int = 120,
-                          num_units: int = DEFAULT_NUM_UNITS, seed: int = 0, workers: int = 1) -> dict[str, str]:
+                          num_units: int = DEFAULT_NUM_UNITS, seed: int = 0, workers: int = 1,
+                          tokenizer: str | Path | None = None) -> dict[str, str]:
     """Write a BPE tokenizer.json, manifests, and prepared ``speech`` / ``text`` corpora under ``out``.
-    Returns their paths."""
+    Returns their paths.
+
+    ``tokenizer``: a model's own ``tokenizer.json`` (e.g. a converted SmolLM2's) to prepare the text with,
+    copied to ``out``, instead of a small BPE trained on the corpus; the text EOS is its end-of-text token."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     out = Path(out)
@@ -47,13 +51,18 @@ def make_synthetic_corpus(out: str | Path, n_utterances: int = 400, n_documents:
         return words
 
     docs = [TextRecord(f"doc{i}", " ".join(lexicon[w] for w in sentence()) + ".") for i in range(n_documents)]
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator([d.text for d in docs], trainers.BpeTrainer(
-        vocab_size=512, special_tokens=["<|endoftext|>", "<unk>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False))
-    tok.save(str(out / "tokenizer.json"))
+    if tokenizer is not None:
+        eos = default_text_eos_id(tokenizer)  # also checks the file is a tokenizer.json
+        (out / "tokenizer.json").write_bytes(Path(tokenizer).read_bytes())
+    else:
+        tok = Tokenizer(models.BPE(unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        tok.train_from_iterator([d.text for d in docs], trainers.BpeTrainer(
+            vocab_size=512, special_tokens=["<|endoftext|>", "<unk>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+        tok.save(str(out / "tokenizer.json"))
+        eos = 0
 
     utts = []
     for i in range(n_utterances):
@@ -69,7 +78,7 @@ def make_synthetic_corpus(out: str | Path, n_utterances: int = 400, n_documents:
                                  words=[Word(lexicon[w], s, e) for w, s, e in zip(ws, starts, times, strict=True)]))
     write_manifest(out / "speech.jsonl", utts)
     write_manifest(out / "text.jsonl", docs)
-    settings = PrepareSettings(str(out / "tokenizer.json"), text_eos_id=0, num_units=num_units,
+    settings = PrepareSettings(str(out / "tokenizer.json"), text_eos_id=eos, num_units=num_units,
                                shard_size=max(1, n_utterances // 2), workers=workers)
     prepare(out / "speech.jsonl", out / "speech", "speech", settings, progress=False)
     prepare(out / "text.jsonl", out / "text", "text", settings, progress=False)

@@ -106,6 +106,20 @@ class WordSynthesizer:
         return wave
 
 
+def speak_words(words: list[str], path: str | Path, voice: Voice = VOICES[0]) -> float:
+    """Say ``words`` with espeak-ng into a 16 kHz WAV at ``path`` (atomically); returns its seconds."""
+    from smoltolk.vocoder import write_wav
+
+    if not words:
+        raise InputError(f"{path}: nothing to say (no words)")
+    with tempfile.TemporaryDirectory(prefix="smoltolk-espeak-") as tmp:
+        synth = WordSynthesizer(tmp)
+        gap = np.zeros(int(0.06 * SAMPLE_RATE), dtype=np.float32)
+        wave = np.concatenate([x for w in words for x in (synth(w, voice), gap)])
+    write_wav(path, wave, SAMPLE_RATE)
+    return wave.size / SAMPLE_RATE
+
+
 @dataclass
 class Utterance:
     id: str  # "audio-" + the id of the world story it reads
