@@ -81,10 +81,13 @@ def _cmd_generate(args: argparse.Namespace) -> None:
 
     if not args.prompt:
         raise InputError("give a prompt: --text STRING and/or --units FILE (repeatable, in order)")
-    if args.vocoder is not None and args.wav is None:
-        raise InputError("--vocoder needs --wav (where to write the audio)")
-    if args.wav is not None and args.vocoder is None and args.world is None:
-        raise InputError("--wav needs --vocoder (a unit vocoder) or --world DIR (mini-world speech, said by espeak-ng)")
+    if args.vocoder is not None and args.centroids is not None:
+        raise InputError("give --vocoder or --centroids, not both")
+    if (args.vocoder is not None or args.centroids is not None) and args.wav is None:
+        raise InputError("--vocoder and --centroids need --wav (where to write the audio)")
+    if args.wav is not None and args.vocoder is None and args.centroids is None and args.world is None:
+        raise InputError("--wav needs --vocoder (a unit vocoder), --centroids (log-mel k-means units) or --world DIR "
+                         "(mini-world speech, said by espeak-ng)")
     if args.world is not None and not (Path(args.world) / "world.json").is_file():
         raise InputError(f"{args.world}: not a mini-world directory (no world.json); --world reads its speech as words")
     for option, path in (("--out", args.out), ("--wav", args.wav)):
@@ -100,6 +103,11 @@ def _cmd_generate(args: argparse.Namespace) -> None:
         from smoltolk.vocoder import load_vocoder, write_wav
 
         vocoder = load_vocoder(args.vocoder, sample_rate=args.sample_rate, device=args.device)
+    elif args.centroids:
+        from smoltolk.data.speech_tokenizer import load_centroids, make_features
+        from smoltolk.vocoder import CentroidVocoder, write_wav
+
+        vocoder = CentroidVocoder(load_centroids(args.centroids), make_features(args.features))
     prompt = [value if kind == "text" else Speech(tuple(read_units(value))) for kind, value in args.prompt]
     model = TextSpeechLM.from_pretrained(args.checkpoint, device=args.device).eval()
     bar = tqdm(stream(model, [prompt], tokenizer=tokenizer, config=cfg), total=cfg.max_new_tokens, unit="tok",
@@ -409,6 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocoder", default=None, help="a local, trusted TorchScript or .pt2 unit vocoder (see README)")
     p.add_argument("--wav", default=None, help="with --vocoder: write the generated units as audio here")
     p.add_argument("--sample-rate", type=POSITIVE, default=None, help="the vocoder's sample rate, if it does not say")
+    p.add_argument("--centroids", default=None, help="with --wav: the k-means centroids of log-mel units "
+                   "(.npy / .safetensors): audio by Griffin-Lim from the centroids, no vocoder weights")
+    p.add_argument("--features", default="logmel:25", help="with --centroids: the units' features (logmel[:RATE])")
     p.add_argument("--world", default=None, metavar="DIR", help="a mini-world directory: print generated speech as "
                    "its words (units -> phonemes -> words); with --wav and no --vocoder, espeak-ng says them")
     p.add_argument("--device", default="cpu")

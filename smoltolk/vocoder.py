@@ -63,6 +63,59 @@ class ModuleVocoder:
         return wav.float().cpu().numpy(), self.sample_rate
 
 
+OVERLAP = 4  # synthesis frames per analysis frame (Griffin-Lim needs overlapping windows)
+
+
+class CentroidVocoder:
+    """Log-mel k-means units -> audio with no vocoder weights (a :class:`UnitVocoder`).
+
+    Each unit becomes its centroid, a log-mel frame, held for ``frames_per_unit`` frames (generated
+    units carry no durations; the mini-world's last 1-3 frames); mel energies go back to a linear
+    power spectrum through the filterbank's pseudo-inverse, and Griffin-Lim finds a phase. Intelligible
+    at best for clear units; it shows what the units encode, not what a trained vocoder would make.
+    """
+
+    def __init__(self, centroids: np.ndarray, features, frames_per_unit: int = 2, iterations: int = 32,
+                 seed: int = 0) -> None:
+        from smoltolk.data.speech_tokenizer import LogMelFeatures
+
+        if not isinstance(features, LogMelFeatures):
+            raise InputError("the centroid vocoder inverts log-mel units only (features logmel[:RATE]); "
+                             "HuBERT units need a trained unit vocoder (--vocoder)")
+        centroids = np.asarray(centroids, dtype=np.float32)
+        if centroids.ndim != 2 or centroids.shape[1] != features.n_mels:
+            raise InputError(f"centroids of shape {centroids.shape}: expected (K, {features.n_mels}) log-mel frames")
+        if frames_per_unit < 1 or iterations < 1:
+            raise InputError("frames_per_unit and iterations must be positive")
+        self.centroids, self.features = centroids, features
+        self.frames_per_unit, self.iterations, self.seed = frames_per_unit, iterations, seed
+        self.sample_rate = 16000
+        self.inverse = torch.linalg.pinv(features.filters.double()).float()  # (n_mels, F)
+
+    def synthesize(self, units: Sequence[int]) -> tuple[np.ndarray, int]:
+        units = [int(u) for u in units if 0 <= int(u) < len(self.centroids)]  # EOS / PAD / switch: no sound
+        if not units:
+            return np.zeros(0, dtype=np.float32), self.sample_rate
+        f = self.features
+        hop = f.hop // OVERLAP  # synthesis frames overlap (the analysis hop may equal its window at 25 Hz)
+        repeat = self.frames_per_unit * OVERLAP
+        log_mel = torch.from_numpy(self.centroids[units]).repeat_interleave(repeat, 0)  # (T, n_mels)
+        mel_power = (log_mel.exp() - f.log_floor).clamp(min=0)
+        magnitude = (mel_power @ self.inverse).clamp(min=0).sqrt().T.contiguous()  # (F, T)
+        window = torch.hann_window(f.win)
+        length = (magnitude.shape[1] - 1) * hop  # so that the STFT of the wave has T frames again
+        stft = {"n_fft": f.n_fft, "hop_length": hop, "win_length": f.win, "window": window, "center": True}
+        gen = torch.Generator().manual_seed(self.seed)
+        phase = torch.exp(2j * torch.pi * torch.rand(magnitude.shape, generator=gen))
+        for _ in range(self.iterations):
+            wave = torch.istft(magnitude * phase, length=length, **stft)
+            spec = torch.stft(wave, return_complex=True, **stft)
+            phase = spec / spec.abs().clamp(min=1e-8)
+        wave = torch.istft(magnitude * phase, length=length, **stft)
+        peak = float(wave.abs().max())
+        return (wave / peak * 0.9 if peak > 0 else wave).numpy().astype(np.float32), self.sample_rate
+
+
 def load_vocoder(path: str | Path, sample_rate: int | None = None, device: str | torch.device = "cpu") -> UnitVocoder:
     """A :class:`UnitVocoder` from a local, trusted TorchScript (``torch.jit.save``) or ``torch.export``
     (``.pt2``) file; see the module doc for the calling convention."""

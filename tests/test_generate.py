@@ -441,6 +441,43 @@ def test_cli_generate_reads_world_speech_as_words_and_says_them(checkpoint, tmp_
         assert np.abs(samples).max() > 1000  # not silence
 
 
+def _tone_centroids(features, freqs=(300, 800, 1800, 3500)):
+    t = np.arange(16000) / 16000
+    return np.stack([features._extract((0.5 * np.sin(2 * np.pi * hz * t)).astype(np.float32)).mean(0)
+                     for hz in freqs])
+
+
+@pytest.mark.parametrize("rate", [25.0, 50.0])
+def test_centroid_vocoder_audio_tokenizes_back_to_its_units(rate):
+    from smoltolk.data.speech_tokenizer import LogMelFeatures
+    from smoltolk.vocoder import CentroidVocoder
+
+    features = LogMelFeatures(frame_rate=rate)
+    centroids = _tone_centroids(features)
+    units = [0, 1, 2, 3, 2, 0]
+    wave_, sr = CentroidVocoder(centroids, features, frames_per_unit=4).synthesize(units + [99])  # 99: no sound
+    assert sr == 16000 and abs(len(wave_) - 4 * len(units) * features.hop) <= features.hop
+    frames = features._extract(wave_)
+    nearest = ((frames[:, None] - centroids[None]) ** 2).sum(-1).argmin(1)
+    expected = np.repeat(units, 4)[:len(nearest)]
+    assert (nearest == expected).mean() >= 0.9
+
+
+def test_cli_generate_writes_log_mel_units_as_audio_without_weights(checkpoint, tmp_path, capsys):
+    from smoltolk.data.speech_tokenizer import LogMelFeatures
+
+    centroids = _tone_centroids(LogMelFeatures(frame_rate=25.0), freqs=np.linspace(200, 4000, 24))
+    np.save(tmp_path / "c.npy", centroids)  # as many centroids as the tiny model has units
+    (tmp_path / "u.json").write_text("[1, 2, 3]")
+    assert main(["generate", str(checkpoint), "--units", str(tmp_path / "u.json"), "--to", "speech",
+                 "--max-new-tokens", "8", "--seed", "0", "--centroids", str(tmp_path / "c.npy"),
+                 "--wav", str(tmp_path / "o.wav")]) == 0
+    units = [u for u in json.loads(capsys.readouterr().out) if u < len(centroids)]
+    with wave.open(str(tmp_path / "o.wav")) as f:
+        samples = np.frombuffer(f.readframes(f.getnframes()), dtype=np.int16)
+    assert abs(len(samples) - 2 * 640 * len(units)) <= 640 and np.abs(samples).max() > 1000
+
+
 @pytest.mark.parametrize("argv,match", [
     (["--to", "text"], "give a prompt"),
     (["--units", "nowhere.json", "--to", "speech"], "nowhere.json: missing"),
