@@ -276,6 +276,20 @@ def _cmd_analyze(args: argparse.Namespace) -> None:
         print(line)
 
 
+def _cmd_world(args: argparse.Namespace) -> None:
+    import dataclasses
+    import time
+
+    from smoltolk.demo import SIZES, prepare_world
+
+    start = time.perf_counter()
+    size = dataclasses.replace(SIZES["quick" if args.quick else "default"], speakers=args.speakers)
+    world_dir, world, _ = prepare_world(Path(args.out), size, args.seed, progress=True, tokenizer=args.tokenizer)
+    print(json.dumps({"world": str(world_dir), "data": str(Path(args.out) / "data"), "counts": world["counts"],
+                      "tokenizer": args.tokenizer or str(world_dir / "tokenizer.json"),
+                      "seconds": round(time.perf_counter() - start, 1)}, indent=2))
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
     from smoltolk.demo import run_demo
 
@@ -336,6 +350,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audio", action="store_true", help="also read some stories aloud with espeak-ng and train on "
                    "their log-mel + k-means units (needs espeak-ng: apt-get install espeak-ng)")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("world", help="the demo's mini-world alone: stories, pseudo-speech, benchmarks, prepared "
+                                     "shards (e.g. for a real backbone with --tokenizer)")
+    p.add_argument("out", help="output directory: world/ (manifests, bench/) and data/{text,speech}/ shards")
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--speakers", type=POSITIVE, default=4, help="pseudo-speech voices (default: 4)")
+    p.add_argument("--quick", action="store_true", help="the quick demo's small world")
+    p.add_argument("--tokenizer", help="prepare the text with this tokenizer.json (a real backbone's) instead of "
+                                       "the world's own small BPE")
+    p.set_defaults(func=_cmd_world)
 
     p = sub.add_parser("tiny-run", help="a one-minute tiny-model run on this CPU that shows the model working")
     p.add_argument("--out", default="runs/tiny-run", help="output directory (default: runs/tiny-run)")

@@ -150,9 +150,10 @@ def run_demo(out: str | Path, seed: int = 0, quick: bool = False, progress: bool
     return summary
 
 
-def prepare_world(out: Path, size: DemoSize, seed: int, progress: bool):
+def prepare_world(out: Path, size: DemoSize, seed: int, progress: bool, tokenizer: str | Path | None = None):
     """The seeded world in ``out/world`` and its training shards in ``out/data/{text,speech}``.
-    Returns (world folder, world.json data, the PrepareSettings used)."""
+    Returns (world folder, world.json data, the PrepareSettings used). ``tokenizer``: prepare the text
+    with this tokenizer.json (a real backbone's) instead of the world's own small BPE."""
     from smoltolk.data.prepare import PrepareSettings, default_text_eos_id, prepare
     from smoltolk.world.build import build_world
 
@@ -163,7 +164,7 @@ def prepare_world(out: Path, size: DemoSize, seed: int, progress: bool):
     world = build_world(world_dir, seed=seed, n_text=size.n_text, n_speech=size.n_speech,
                         n_bench_stories=size.n_bench_stories, n_bench_pairs=size.n_bench_pairs,
                         speakers=size.speakers, min_gap_words=MIN_GAP_WORDS)
-    tok = world_dir / "tokenizer.json"
+    tok = Path(tokenizer) if tokenizer is not None else world_dir / "tokenizer.json"
     settings = PrepareSettings(str(tok), text_eos_id=default_text_eos_id(tok), shard_size=max(size.n_text // 2, 1),
                                workers=1)
     prepare(world_dir / "text.jsonl", out / "data" / "text", "text", settings, progress=progress)
