@@ -104,7 +104,8 @@ def _cmd_generate(args: argparse.Namespace) -> None:
 
         vocoder = load_vocoder(args.vocoder, sample_rate=args.sample_rate, device=args.device)
     elif args.centroids:
-        from smoltolk.data.speech_tokenizer import load_centroids, make_features
+        from smoltolk.data.features import make_features
+        from smoltolk.data.kmeans import load_centroids
         from smoltolk.vocoder import CentroidVocoder, write_wav
 
         vocoder = CentroidVocoder(load_centroids(args.centroids), make_features(args.features))
@@ -171,7 +172,9 @@ def _cmd_tokenize(args: argparse.Namespace) -> None:
 
 
 def _cmd_fit_kmeans(args: argparse.Namespace) -> None:
-    from smoltolk.data.speech_tokenizer import fit_kmeans, make_features, manifest_features, save_centroids
+    from smoltolk.data.features import make_features
+    from smoltolk.data.kmeans import fit_kmeans, save_centroids
+    from smoltolk.data.speech_tokenizer import manifest_features
 
     features = make_features(args.features, layer=args.layer, device=args.device)
     frames = manifest_features(args.manifest, features, seed=args.seed, batch_size=args.batch_size,
@@ -185,7 +188,7 @@ def _cmd_fit_kmeans(args: argparse.Namespace) -> None:
 def _cmd_convert_kmeans(args: argparse.Namespace) -> None:
     import warnings
 
-    from smoltolk.data.speech_tokenizer import convert_joblib_kmeans
+    from smoltolk.data.kmeans import convert_joblib_kmeans
 
     if not args.i_trust_this_pickle:
         raise SmolTolkError(f"{args.pickle}: refusing to load a pickle: unpickling runs code chosen by whoever made "

@@ -77,7 +77,7 @@ class CentroidVocoder:
 
     def __init__(self, centroids: np.ndarray, features, frames_per_unit: int = 2, iterations: int = 32,
                  seed: int = 0) -> None:
-        from smoltolk.data.speech_tokenizer import LogMelFeatures
+        from smoltolk.data.features import LogMelFeatures
 
         if not isinstance(features, LogMelFeatures):
             raise InputError("the centroid vocoder inverts log-mel units only (features logmel[:RATE]); "
