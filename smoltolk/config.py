@@ -111,6 +111,9 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
     """Build dataclass ``cls`` from a nested dict; unknown keys and wrong types are errors."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+    upgrade = getattr(cls, "upgrade", None)  # a class may read the keys of its earlier releases
+    if callable(upgrade):
+        data = upgrade(data)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))

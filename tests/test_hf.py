@@ -154,9 +154,38 @@ def test_qwen2_style_qkv_bias_matches_transformers(tmp_path):
     ref.save_pretrained(tmp_path / "qwen")
     ours = load_hf_backbone(tmp_path / "qwen")
     assert ours.layers[0].self_attn.q_proj.bias is not None and ours.layers[0].self_attn.o_proj.bias is None
+    assert ours.config.family == "qwen2" and ours.config.biases == ("q", "k", "v")
     ids = torch.randint(0, 96, (2, 19))
     with torch.no_grad():
-        assert_close(ours(ids), ref(ids).logits, terms=model_terms(ours, ids.shape[1]))
+        expected = ref(ids).logits
+        assert_close(ours(ids), expected, terms=model_terms(ours, ids.shape[1]))
+    # the export writes the family it read: transformers loads it back as Qwen2, with the same logits
+    save_hf_backbone(ours, tmp_path / "export")
+    cfg_json = json.loads((tmp_path / "export" / "config.json").read_text())
+    assert cfg_json["architectures"] == ["Qwen2ForCausalLM"] and cfg_json["model_type"] == "qwen2"
+    back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "export").eval()
+    assert type(back).__name__ == "Qwen2ForCausalLM"
+    with torch.no_grad():
+        assert_close(back(ids).logits, expected, terms=model_terms(ours, ids.shape[1]))
+    assert_close(load_hf_backbone(tmp_path / "export")(ids).detach(), expected, terms=model_terms(ours, 19))
+
+
+def test_biases_the_family_cannot_say_are_refused_and_old_bias_flags_still_load():
+    from smoltolk.config import from_dict
+    from smoltolk.errors import ConfigError
+    from smoltolk.model.config import BackboneConfig
+    from smoltolk.model.hf import hf_config_from_backbone
+
+    with pytest.raises(ConfigError, match="cannot be written as a LlamaForCausalLM config"):
+        hf_config_from_backbone(BackboneConfig(biases=("q", "k", "v")))  # Qwen2's layout, in the Llama family
+    with pytest.raises(ConfigError, match="unknown projection"):
+        BackboneConfig(biases=("qkv",))
+    assert hf_config_from_backbone(BackboneConfig(biases=("q", "k", "v", "o")))["attention_bias"] is True
+    old = {"vocab_size": 10, "hidden_size": 8, "intermediate_size": 16, "num_layers": 1, "num_heads": 2,
+           "num_kv_heads": 1, "attention_bias": False, "qkv_bias": True, "mlp_bias": False}  # before December
+    cfg = from_dict(BackboneConfig, old)
+    assert cfg.biases == ("q", "k", "v") and cfg.family == "qwen2"
+    assert from_dict(BackboneConfig, {**old, "qkv_bias": False, "mlp_bias": True}).biases == ("gate", "up", "down")
 
 
 @pytest.mark.parametrize("scaling", [None, {"type": "linear", "factor": 2.0},

@@ -11,6 +11,8 @@ from smoltolk.errors import ConfigError
 RopeType = Literal["default", "linear", "llama3"]
 
 
+PROJECTIONS = ("q", "k", "v", "o", "gate", "up", "down")  # a decoder layer's linear maps (biases name them)
+
 
 @dataclass
 class BackboneConfig:
@@ -35,14 +37,34 @@ class BackboneConfig:
     rope_original_max_position: int = 8192  # "llama3" only
     rms_norm_eps: float = 1e-5
     tie_word_embeddings: bool = True
-    attention_bias: bool = False  # bias on q, k, v and o (Llama's flag)
-    qkv_bias: bool = False  # bias on q, k, v only (Qwen2-style)
-    mlp_bias: bool = False
+    biases: tuple[str, ...] = ()  # projections with a bias, of PROJECTIONS (Qwen2: q, k, v)
+    family: str = "llama"  # the Hugging Face model_type it came from (smoltolk.model.hf.FAMILIES); export writes it
     max_position_embeddings: int = 2048
     bos_token_id: int | None = None
     eos_token_id: int | None = None
 
+    @staticmethod
+    def upgrade(data: dict) -> dict:
+        """A config dict written before biases were per projection (``attention_bias``: q, k, v, o;
+        ``qkv_bias``: q, k, v; ``mlp_bias``: gate, up, down) in today's form."""
+        if not any(k in data for k in ("attention_bias", "qkv_bias", "mlp_bias")):
+            return data
+        data = dict(data)
+        attention, qkv, mlp = (bool(data.pop(k, False)) for k in ("attention_bias", "qkv_bias", "mlp_bias"))
+        biases = ("q", "k", "v", "o") if attention else ("q", "k", "v") if qkv else ()
+        data["biases"] = [*biases, *(("gate", "up", "down") if mlp else ())]
+        if qkv and not attention:
+            data.setdefault("family", "qwen2")
+        return data
+
+    def has_bias(self, projection: str) -> bool:
+        return projection in self.biases
+
     def __post_init__(self) -> None:
+        self.biases = tuple(self.biases)
+        unknown = sorted(set(self.biases) - set(PROJECTIONS))
+        if unknown:
+            raise ConfigError(f"backbone.biases: unknown projection(s) {unknown}; expected some of {list(PROJECTIONS)}")
         for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
                      "num_kv_heads", "max_position_embeddings"):
             if getattr(self, name) <= 0:

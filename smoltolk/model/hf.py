@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,26 @@ from smoltolk.model.config import BackboneConfig
 from smoltolk.model.io import WEIGHTS, atomic_directory, load_into, meta_build, read_json, read_weights
 from smoltolk.model.llama import LlamaLM
 
-SUPPORTED = {
-    "llama": "LlamaForCausalLM",  # Llama 1-3, SmolLM, SmolLM2, TinyLlama
-    "mistral": "MistralForCausalLM",  # without sliding-window attention
-    "qwen2": "Qwen2ForCausalLM",  # q/k/v bias, without sliding-window attention
+
+@dataclass(frozen=True)
+class Family:
+    """One Hugging Face decoder family this loader reads and writes: all are Llama-shaped (RMSNorm,
+    SwiGLU, RoPE, grouped-query attention); they differ in the export class, their biases and
+    whether their configs may ask for sliding-window attention (which is refused)."""
+
+    architecture: str  # the class export writes and the loader expects in ``architectures``
+    fixed_biases: tuple[str, ...] = ()  # projections that always carry a bias in this family
+    flag_biases: bool = True  # ``attention_bias`` (q, k, v, o) and ``mlp_bias`` (gate, up, down) are read
+    sliding_window_default: bool | None = None  # None: no sliding window; else ``use_sliding_window``'s default
+
+
+FAMILIES = {
+    "llama": Family("LlamaForCausalLM"),  # Llama 1-3, SmolLM, SmolLM2, TinyLlama
+    "mistral": Family("MistralForCausalLM", sliding_window_default=True),  # without sliding-window attention
+    "qwen2": Family("Qwen2ForCausalLM", fixed_biases=("q", "k", "v"), flag_biases=False,
+                    sliding_window_default=False),  # without sliding-window attention
 }
+SUPPORTED = {name: f.architecture for name, f in FAMILIES.items()}  # model_type -> architecture
 
 
 def _rope_from_hf(hf: dict[str, Any], where: Path) -> dict[str, Any]:
@@ -49,12 +65,13 @@ def backbone_config_from_hf(hf: dict[str, Any], where: Path = Path("config.json"
             f"{where}: model_type {model_type!r} (architectures {archs}) is not supported; "
             f"expected one of {sorted(SUPPORTED)} (Llama-family decoders such as SmolLM, SmolLM2, TinyLlama)"
         )
-    if archs and SUPPORTED[model_type] not in archs:
+    family = FAMILIES[model_type]
+    if archs and family.architecture not in archs:
         raise ConfigError(
-            f"{where}: architectures {archs}: expected {SUPPORTED[model_type]} for model_type {model_type!r}")
-    if model_type in ("mistral", "qwen2"):
+            f"{where}: architectures {archs}: expected {family.architecture} for model_type {model_type!r}")
+    if family.sliding_window_default is not None:
         window = hf.get("sliding_window")
-        uses = hf.get("use_sliding_window", model_type == "mistral")
+        uses = hf.get("use_sliding_window", family.sliding_window_default)
         if uses and window is not None and window < hf.get("max_position_embeddings", 0):
             raise ConfigError(f"{where}: sliding-window attention (window {window}) is not supported")
     if hf.get("hidden_act", "silu") != "silu":
@@ -76,9 +93,8 @@ def backbone_config_from_hf(hf: dict[str, Any], where: Path = Path("config.json"
         head_dim=hf.get("head_dim"),
         rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
         tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
-        attention_bias=bool(hf.get("attention_bias", False)),
-        qkv_bias=model_type == "qwen2",
-        mlp_bias=bool(hf.get("mlp_bias", False)),
+        biases=_biases(family, hf),
+        family=model_type,
         max_position_embeddings=hf.get("max_position_embeddings", 2048),
         bos_token_id=hf.get("bos_token_id"),
         eos_token_id=eos,
@@ -86,10 +102,34 @@ def backbone_config_from_hf(hf: dict[str, Any], where: Path = Path("config.json"
     )
 
 
+def _biases(family: Family, hf: dict[str, Any]) -> tuple[str, ...]:
+    biases = list(family.fixed_biases)
+    if family.flag_biases and hf.get("attention_bias", False):
+        biases += ["q", "k", "v", "o"]
+    if family.flag_biases and hf.get("mlp_bias", False):
+        biases += ["gate", "up", "down"]
+    return tuple(dict.fromkeys(biases))
+
+
+def _bias_flags(cfg: BackboneConfig, family: Family) -> dict[str, bool]:
+    """The config flags that give ``cfg.biases`` in ``family``; an error if none can."""
+    rest = set(cfg.biases) - set(family.fixed_biases)
+    attention, mlp = {"q", "k", "v", "o"} - set(family.fixed_biases), {"gate", "up", "down"}
+    flags = {"attention_bias": bool(rest & attention), "mlp_bias": bool(rest & mlp)}
+    said = set(family.fixed_biases) | (attention if flags["attention_bias"] else set()) | (
+        mlp if flags["mlp_bias"] else set())
+    if not family.flag_biases and rest or said != set(cfg.biases):
+        raise ConfigError(f"biases on {sorted(cfg.biases)} cannot be written as a {family.architecture} config "
+                          f"(it says: {sorted(said) or 'none'})")
+    return flags if family.flag_biases else {}
+
+
 def hf_config_from_backbone(cfg: BackboneConfig) -> dict[str, Any]:
-    """A Hugging Face ``LlamaForCausalLM`` config.json for :class:`BackboneConfig` (v4 and v5 keys)."""
-    if cfg.qkv_bias and not cfg.attention_bias:
-        raise ConfigError("a q/k/v-only-bias (Qwen2-style) backbone cannot be written as a Llama config")
+    """A Hugging Face config.json of the backbone's own family (v4 and v5 keys)."""
+    if cfg.family not in FAMILIES:
+        raise ConfigError(f"backbone.family {cfg.family!r}: expected one of {sorted(FAMILIES)}")
+    family = FAMILIES[cfg.family]
+    flags = _bias_flags(cfg, family)
     rope: dict[str, Any] = {"rope_type": cfg.rope_type, "rope_theta": cfg.rope_theta}
     if cfg.rope_type in ("linear", "llama3"):
         rope["factor"] = cfg.rope_factor
@@ -97,8 +137,8 @@ def hf_config_from_backbone(cfg: BackboneConfig) -> dict[str, Any]:
         rope.update(low_freq_factor=cfg.rope_low_freq_factor, high_freq_factor=cfg.rope_high_freq_factor,
                     original_max_position_embeddings=cfg.rope_original_max_position)
     return {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
+        "architectures": [family.architecture],
+        "model_type": cfg.family,
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.hidden_size,
         "intermediate_size": cfg.intermediate_size,
@@ -109,8 +149,8 @@ def hf_config_from_backbone(cfg: BackboneConfig) -> dict[str, Any]:
         "hidden_act": "silu",
         "rms_norm_eps": cfg.rms_norm_eps,
         "tie_word_embeddings": cfg.tie_word_embeddings,
-        "attention_bias": cfg.attention_bias,
-        "mlp_bias": cfg.mlp_bias,
+        **flags,
+        **({"use_sliding_window": False} if family.sliding_window_default is not None else {}),
         "max_position_embeddings": cfg.max_position_embeddings,
         "bos_token_id": cfg.bos_token_id,
         "eos_token_id": cfg.eos_token_id,
@@ -144,9 +184,9 @@ def load_hf_backbone(directory: str | Path, dtype: torch.dtype = torch.float32,
 
 
 def save_hf_backbone(model: LlamaLM, directory: str | Path, tokenizer_file: str | Path | None = None) -> Path:
-    """Write ``model`` as a Hugging Face ``LlamaForCausalLM`` directory (atomically)."""
+    """Write ``model`` as a Hugging Face directory of its family (atomically)."""
     directory = Path(directory)
-    hf_config_from_backbone(model.config)  # refuses what a Llama config cannot say, before anything is written
+    hf_config_from_backbone(model.config)  # refuses what the family's config cannot say, before anything is written
     with atomic_directory(directory, replaceable=_is_our_export) as tmp:
         model.write_files(tmp)
         if tokenizer_file is not None:

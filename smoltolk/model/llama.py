@@ -89,11 +89,10 @@ class Attention(nn.Module):
         super().__init__()
         d, hd = cfg.hidden_size, cfg.head_dim
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, hd
-        qkv_bias = cfg.attention_bias or cfg.qkv_bias
-        self.q_proj = nn.Linear(d, cfg.num_heads * hd, bias=qkv_bias)
-        self.k_proj = nn.Linear(d, cfg.num_kv_heads * hd, bias=qkv_bias)
-        self.v_proj = nn.Linear(d, cfg.num_kv_heads * hd, bias=qkv_bias)
-        self.o_proj = nn.Linear(cfg.num_heads * hd, d, bias=cfg.attention_bias)
+        self.q_proj = nn.Linear(d, cfg.num_heads * hd, bias=cfg.has_bias("q"))
+        self.k_proj = nn.Linear(d, cfg.num_kv_heads * hd, bias=cfg.has_bias("k"))
+        self.v_proj = nn.Linear(d, cfg.num_kv_heads * hd, bias=cfg.has_bias("v"))
+        self.o_proj = nn.Linear(cfg.num_heads * hd, d, bias=cfg.has_bias("o"))
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None,
                 kv: tuple[KVCache, int] | None) -> Tensor:
@@ -118,9 +117,9 @@ class MLP(nn.Module):
     def __init__(self, cfg: BackboneConfig) -> None:
         super().__init__()
         d, f = cfg.hidden_size, cfg.intermediate_size
-        self.gate_proj = nn.Linear(d, f, bias=cfg.mlp_bias)
-        self.up_proj = nn.Linear(d, f, bias=cfg.mlp_bias)
-        self.down_proj = nn.Linear(f, d, bias=cfg.mlp_bias)
+        self.gate_proj = nn.Linear(d, f, bias=cfg.has_bias("gate"))
+        self.up_proj = nn.Linear(d, f, bias=cfg.has_bias("up"))
+        self.down_proj = nn.Linear(f, d, bias=cfg.has_bias("down"))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
@@ -303,7 +302,8 @@ class LlamaLM(nn.Module):
 
     def write_files(self, directory: Path, state: dict[str, Tensor] | None = None) -> None:
         """``config.json`` + ``model.safetensors`` of ``state`` (default: this model's) into ``directory``, as a
-        Hugging Face ``LlamaForCausalLM`` directory (``model.`` prefixes); not atomic (callers rename)."""
+        Hugging Face directory of its family (``LlamaForCausalLM``, ``Qwen2ForCausalLM``, ...; ``model.``
+        prefixes); not atomic (callers rename)."""
         import json
 
         from safetensors.torch import save_file
