@@ -65,7 +65,11 @@ def test_tiny_run_shows_the_model_working(tmp_path):
         result = summary["models"][name]
         assert result["last_loss"] < result["first_loss"]
         assert result["cached_vs_full_rel_diff"] <= tolerance(1.0, terms)
-    assert summary["checkpoint_round_trip_exact"]
+        assert result["reload_exact"]
+        rows = (tmp_path / "run" / "runs" / name / "metrics.jsonl").read_text().splitlines()
+        assert len(rows) == 4 and json.loads(rows[0])["stage"] == 1  # the real trainer's two stages
+    assert summary["models"]["baseline"]["speech_params"] < summary["models"]["smoltolk"]["speech_params"]
+    assert (tmp_path / "run" / "data" / "speech" / "index.json").is_file()  # synth-data's corpus
     assert (tmp_path / "run" / "backbone" / "config.json").is_file()
     assert (tmp_path / "run" / "smoltolk" / "model.safetensors").is_file()
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 4
