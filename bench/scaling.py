@@ -95,7 +95,6 @@ def evaluate_one(model_dir: Path, world_dir: Path, out: Path) -> dict:
 def study(args) -> None:
     import torch
 
-    from smoltolk.demo import MODELS as SPEECH_CONFIGS
     from smoltolk.demo import SIZES, prepare_world, pretrain_backbone, train_model
     from smoltolk.model.tslm import TextSpeechLM
 
@@ -127,8 +126,8 @@ def study(args) -> None:
         key = run_key(width, steps, model, seed)
         t0 = time.time()
         work = out / "work" / key
-        model_dir = train_model(out / "data", work, model, SPEECH_CONFIGS[model], backbones[width], size, seed,
-                                False, progress=False, overrides=args.set)
+        model_dir = train_model(out / "data", work, model, backbones[width], size, seed, False, progress=False,
+                                overrides=args.set)
         train_seconds = time.time() - t0
         res = evaluate_one(model_dir, world_dir, work / "eval")
         params = sum(p.numel() for p in TextSpeechLM.from_pretrained(model_dir).parameters())

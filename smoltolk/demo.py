@@ -17,9 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from smoltolk.config import from_dict, to_dict
 from smoltolk.errors import ConfigError
-from smoltolk.model.config import ABLATIONS, BASELINE, BackboneConfig, SpeechConfig
 
 
 @dataclass
@@ -39,7 +37,7 @@ class DemoSize:
     speakers: int = 4  # pseudo-speech voices (smoltolk.world.speech.PseudoSpeech), training and benchmarks alike
 
 
-MODELS = {"baseline": BASELINE, "smoltolk": {}, "smoltolk-no-adapters": ABLATIONS["no-adapters"]}  # speech configs
+MODELS = ("baseline", "smoltolk", "smoltolk-no-adapters")  # the demo's models: recipes/demo/<name>.yaml
 CLOZE_STORIES = 100  # lexical-cloze stories per split (24 candidates x 6 settings x 2 contexts each)
 MIN_GAP_WORDS = 300  # the world's spacing of held-out words in speech: at least the context + 1 (see Split)
 
@@ -64,14 +62,6 @@ def _datasets(data: Path, modalities: tuple[str, ...], audio: bool = False) -> l
     if audio:  # the stories espeak-ng read (--audio): more speech and interleaved data
         out += [{"path": str(data / "audio"), "modality": m} for m in ("speech", "interleaved") if m in modalities]
     return out
-
-
-def _train(cfg: dict, progress: bool):
-    from smoltolk.train.config import TrainConfig
-    from smoltolk.train.trainer import train
-
-    cfg.setdefault("run", {}).update(progress=progress, precision="fp32", resume="never")
-    return train(from_dict(TrainConfig, cfg))
 
 
 def _export(checkpoint: str, target: Path) -> Path:
@@ -122,10 +112,10 @@ def run_demo(out: str | Path, seed: int = 0, quick: bool = False, progress: bool
     stage("text pretraining")
 
     models = {}
-    for i, (name, switches) in enumerate(MODELS.items()):
+    for i, name in enumerate(MODELS):
         say(f"[3/6] training {name} ({i + 1}/{len(MODELS)}): {size.stage1_steps} stage-1 + "
             f"{size.stage2_steps} stage-2 steps")
-        models[name] = train_model(out / "data", out, name, switches, backbone_dir, size, seed, audio, progress,
+        models[name] = train_model(out / "data", out, name, backbone_dir, size, seed, audio, progress,
                                    validation=validation_tasks(world_dir, size))
         stage(f"training {name}")
 
@@ -181,53 +171,63 @@ def validation_tasks(world_dir: Path, size: DemoSize) -> list[str]:
             "tasks.lexical_cloze.settings=[T->S, S->T]"]
 
 
-def _common(size: DemoSize, seed: int) -> dict:
-    return {"data": {"context": size.context, "seed": seed}, "schedule": {"micro_batch": size.micro_batch},
-            "run": {"seed": seed, "checkpoint_every": 0, "keep_checkpoints": 1}}
+RECIPES = Path(__file__).resolve().parent.parent / "recipes" / "demo"  # the demo's runs, one recipe each
+
+
+def recipe(name: str) -> Path:
+    """``recipes/demo/<name>.yaml``: the settings of one of the demo's runs (paths and sizes come as overrides)."""
+    path = RECIPES / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{path}: the demo's recipe is missing; the demo runs from a clone of the repository "
+                          "(pip install -e .), which holds recipes/demo/")
+    return path
+
+
+def _settings(size: DemoSize, seed: int, out_dir: Path, progress: bool, **stages: int) -> list[str]:
+    """Overrides every demo run takes: its size, seed, output folder and (if given) stage lengths."""
+    out = [f"data.context={size.context}", f"data.seed={seed}", f"schedule.micro_batch={size.micro_batch}",
+           f"run.seed={seed}", f"run.out_dir={out_dir}", f"run.progress={str(progress).lower()}"]
+    return out + [f"schedule.{k}={v}" for k, v in stages.items()]
+
+
+def _run(name: str, settings: list[str]) -> dict:
+    from smoltolk.train.trainer import load_train_config, train
+
+    return train(load_train_config(recipe(name), settings))
 
 
 def pretrain_backbone(data: Path, work: Path, size: DemoSize, seed: int, tok: Path, eos: int, progress: bool) -> Path:
-    """A tiny text backbone of ``size`` pretrained on ``data/text``: ``work/models/backbone``, a Hugging Face
-    directory (the run itself in ``work/runs/text-pretrain``)."""
+    """A tiny text backbone of ``size`` pretrained on ``data/text`` (``recipes/demo/text-pretrain.yaml``):
+    ``work/models/backbone``, a Hugging Face directory (the run itself in ``work/runs/text-pretrain``)."""
     from smoltolk.model.hf import load_tokenizer
 
-    vocab = load_tokenizer(tok).get_vocab_size()
     heads = max(2, size.width // 32)
-    backbone = BackboneConfig(vocab_size=vocab, hidden_size=size.width, intermediate_size=size.width * 3,
-                              num_layers=size.layers, num_heads=heads, num_kv_heads=max(1, heads // 2),
-                              max_position_embeddings=4 * size.context, eos_token_id=eos)
-    common = _common(size, seed)
-    pre = _train({**common,
-                  "model": {"backbone": to_dict(backbone), "text_only": True, "tokenizer": str(tok)},
-                  "data": {**common["data"], "datasets": _datasets(data, ("text",)),
-                           "modality_weights": {"text": 1.0}},
-                  "optim": {"lr": 3e-3},
-                  "schedule": {**common["schedule"], "stage1_steps": 0, "stage2_steps": size.pretrain_steps},
-                  "run": {**common["run"], "out_dir": str(work / "runs" / "text-pretrain")}}, progress)
-    return _export(pre["checkpoint"], work / "models" / "backbone")
+    shape = {"vocab_size": load_tokenizer(tok).get_vocab_size(), "hidden_size": size.width,
+             "intermediate_size": size.width * 3, "num_layers": size.layers, "num_heads": heads,
+             "num_kv_heads": max(1, heads // 2), "max_position_embeddings": 4 * size.context, "eos_token_id": eos}
+    settings = _settings(size, seed, work / "runs" / "text-pretrain", progress, stage2_steps=size.pretrain_steps)
+    settings += [f"model.tokenizer={tok}", f"data.datasets={json.dumps(_datasets(data, ('text',)))}"]
+    settings += [f"model.backbone.{k}={v}" for k, v in shape.items()]
+    return _export(_run("text-pretrain", settings)["checkpoint"], work / "models" / "backbone")
 
 
-def train_model(data: Path, work: Path, name: str, switches: dict, backbone_dir: Path, size: DemoSize, seed: int,
+def train_model(data: Path, work: Path, name: str, backbone_dir: Path, size: DemoSize, seed: int,
                 audio: bool, progress: bool, validation: list[str] | None = None,
                 overrides: list[str] | None = None) -> Path:
-    """Two-stage training of one text-speech model (speech config ``switches``) from ``backbone_dir`` on the
-    shards in ``data``: ``work/models/<name>`` (the run itself in ``work/runs/<name>``). ``validation``:
-    benchmarks scored 4 times during training (``validation.eval``), learning curves in its metrics.jsonl.
-    ``overrides``: ``key=value`` settings of the training config on top (levers: spans, rates, ...)."""
-    from smoltolk.config import apply_overrides
-
-    common = _common(size, seed)
+    """Two-stage training of one text-speech model (``recipes/demo/<name>.yaml``: baseline, smoltolk,
+    smoltolk-no-adapters) from ``backbone_dir`` on the shards in ``data``: ``work/models/<name>`` (the run
+    itself in ``work/runs/<name>``). ``validation``: benchmarks scored 4 times during training
+    (``validation.eval``), learning curves in its metrics.jsonl. ``overrides``: ``key=value`` settings of
+    the training config on top (levers: spans, rates, ...)."""
     total = size.stage1_steps + size.stage2_steps
-    run = _train(apply_overrides({**common,
-                  "validation": {"every": max(1, total // 4) if validation else 0, "eval": validation or []},
-                  "model": {"backbone_dir": str(backbone_dir), "speech": to_dict(SpeechConfig(**switches))},
-                  "data": {**common["data"],
-                           "datasets": _datasets(data, ("speech", "text", "interleaved"), audio)},
-                  "optim": {"lr": 1e-3, "warmup_steps": max(1, size.stage1_steps // 4)},
-                  "schedule": {**common["schedule"], "stage1_steps": size.stage1_steps,
-                               "stage2_steps": size.stage2_steps},
-                  "run": {**common["run"], "out_dir": str(work / "runs" / name)}}, overrides or []), progress)
-    return _export(run["checkpoint"], work / "models" / name)
+    settings = _settings(size, seed, work / "runs" / name, progress, stage1_steps=size.stage1_steps,
+                         stage2_steps=size.stage2_steps)
+    settings += [f"model.backbone_dir={backbone_dir}",
+                 f"data.datasets={json.dumps(_datasets(data, ('speech', 'text', 'interleaved'), audio))}",
+                 f"optim.warmup_steps={max(1, size.stage1_steps // 4)}",
+                 f"validation.every={max(1, total // 4) if validation else 0}",
+                 f"validation.eval={json.dumps(validation or [])}"]
+    return _export(_run(name, settings + list(overrides or []))["checkpoint"], work / "models" / name)
 
 
 def _audio_route(world_dir: Path, out: Path, n: int, seed: int, settings, say, progress: bool) -> dict:
