@@ -254,13 +254,6 @@ def _audio_lines(audio: dict | None) -> list[str]:
             "pseudo-speech); every model trained on them as extra speech and interleaved data."]
 
 
-TABLE_COLUMNS = [("BLIMP T", "blimp_text", None), ("BLIMP S", "sblimp", None),
-                 ("tSC T", "tstorycloze_xmodal", "T"), ("tSC S", "tstorycloze_xmodal", "S"),
-                 ("tSC T->S", "tstorycloze_xmodal", "T->S"), ("tSC S->T", "tstorycloze_xmodal", "S->T"),
-                 ("sSC T", "sstorycloze_xmodal", "T"), ("sSC S", "sstorycloze_xmodal", "S"),
-                 ("sSC T->S", "sstorycloze_xmodal", "T->S"), ("sSC S->T", "sstorycloze_xmodal", "S->T")]
-
-
 def _evaluate(world_dir: Path, models: dict[str, Path], out: Path, progress: bool) -> dict:
     from smoltolk.eval.config import build_eval_config
     from smoltolk.eval.run import evaluate
@@ -275,21 +268,6 @@ def _evaluate(world_dir: Path, models: dict[str, Path], out: Path, progress: boo
         summary = evaluate([str(m) for m in models.values()], cfg, out / split)
         results[split] = {c["name"]: c["results"] for c in summary["checkpoints"]}
     return results
-
-
-def _metric(results: dict, task: str, setting: str | None) -> float | None:
-    r = results.get(task)
-    if r is None:
-        return None
-    if setting is None:
-        for key in ("accuracy", "macro", "acc"):
-            if isinstance(r.get(key), (int, float)):
-                return r[key]
-        return None
-    node = r.get("settings", r).get(setting)
-    if isinstance(node, dict):
-        node = node.get("accuracy")
-    return node if isinstance(node, (int, float)) else None
 
 
 def _analyze(world_dir: Path, model: Path, out: Path, progress: bool) -> dict:
@@ -328,12 +306,8 @@ def _samples(model_dir: Path, world_dir: Path) -> list[dict]:
     return out
 
 
-def _fmt(v: float | None) -> str:
-    return "-" if v is None else f"{100 * v:.1f}"
-
-
 def render_report(summary: dict) -> str:
-    from smoltolk.eval.report import diagnostics_tables
+    from smoltolk.eval.report import CROSS_MODAL_S, diagnostics_tables, table1
 
     lines = ["# SmolTolk mini-world demo", "",
              f"seed {summary['seed']}, {summary['seconds']} s. Accuracy (%) on benchmark items built on topics "
@@ -342,13 +316,12 @@ def render_report(summary: dict) -> str:
              "expansion), SmolTolk, and SmolTolk without its adapters (paper Table 2's -Adapters). Scoring: mean "
              "log-probability per token; cross-modal StoryCloze scores the ending only (tSC: random endings, sSC: "
              "endings that break the world's logic). Chance is 50.", ""]
-    header = "| split | model | " + " | ".join(c[0] for c in TABLE_COLUMNS) + " | speech NLL |"
-    lines += [header, "|" + "---|" * (len(TABLE_COLUMNS) + 3)]
-    for split, by_model in summary["results"].items():
-        for name, res in by_model.items():
-            nll = res.get("speech_nll", {}).get("nll") if isinstance(res.get("speech_nll"), dict) else None
-            cells = [_fmt(_metric(res, task, setting)) for _, task, setting in TABLE_COLUMNS]
-            lines.append(f"| {split} | {name} | " + " | ".join(cells) + f" | {'-' if nll is None else f'{nll:.3f}'} |")
+    rows = [{"labels": [split, name], "results": res} for split, by_model in summary["results"].items()
+            for name, res in by_model.items()]
+    table = table1({"checkpoints": rows}, labels=("split", "model"), mmlu=False, speech_nll=True)
+    lines.append(table)
+    if CROSS_MODAL_S in table:
+        lines += ["", f"{CROSS_MODAL_S}: S from the cross-modal set (the ending only, after a spoken context)."]
     for split, by_model in summary["results"].items():  # the cross-modal diagnostics, as smoltolk eval reports them
         tables = diagnostics_tables({"checkpoints": [{"name": n, "results": r} for n, r in by_model.items()]})
         if tables:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from smoltolk.cli import main
-from smoltolk.demo import MODELS, TABLE_COLUMNS
+from smoltolk.demo import MODELS
+from smoltolk.eval.report import CROSS_MODAL_S, MISSING, TABLE1_COLUMNS
 
 
 def test_quick_demo_produces_every_artefact(tmp_path, capsys):
@@ -23,11 +24,12 @@ def test_quick_demo_produces_every_artefact(tmp_path, capsys):
     rows = [line for line in table.splitlines() if line.startswith("| held_out") or line.startswith("| heard")]
     assert len(rows) == 2 * len(MODELS) == 6
     assert {row.split("|")[2].strip() for row in rows} == set(MODELS)
-    for row in rows:
-        cells = [c.strip() for c in row.strip("|").split("|")]
-        assert len(cells) == 2 + len(TABLE_COLUMNS) + 1
-        assert all(c == "-" or 0 <= float(c) <= 100 for c in cells[2:-1])
-        assert sum(c != "-" for c in cells[2:-1]) >= len(TABLE_COLUMNS) - 1
+    for row in rows:  # the eval report's Table 1, with the split and speech NLL columns
+        cells = [c.strip().rstrip(CROSS_MODAL_S) for c in row.strip("|").split("|")]
+        assert len(cells) == 2 + len(TABLE1_COLUMNS) + 1
+        assert all(c == MISSING or 0 <= float(c) <= 100 for c in cells[2:-1])
+        assert sum(c != MISSING for c in cells[2:-1]) >= len(TABLE1_COLUMNS) - 1
+        assert float(cells[-1]) > 0  # speech NLL
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["results"]) == {"held_out", "heard"}
     for split in ("held_out", "heard"):  # the diagnostics ran on every model, in every setting

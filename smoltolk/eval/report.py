@@ -36,16 +36,26 @@ def _story_columns(r: dict[str, Any], prefix: str) -> list[str]:
     return cells
 
 
-def table1(summary: dict[str, Any]) -> str:
-    """Paper Table 1's layout: BLIMP T/S, tStoryCloze and sStoryCloze T/S/T->S/S->T, MMLU."""
-    head = ("| Model | BLIMP T | BLIMP S | tSC T | tSC S | tSC T→S | tSC S→T | sSC T | sSC S | sSC T→S | sSC S→T "
-            "| MMLU |")
-    lines = [head, "|" + "---|" * 12]
+TABLE1_COLUMNS = ("BLIMP T", "BLIMP S", "tSC T", "tSC S", "tSC T→S", "tSC S→T", "sSC T", "sSC S", "sSC T→S",
+                  "sSC S→T")
+
+
+def table1(summary: dict[str, Any], labels: tuple[str, ...] = ("Model",), mmlu: bool = True,
+           speech_nll: bool = False) -> str:
+    """Paper Table 1's layout: BLIMP T/S, tStoryCloze and sStoryCloze T/S/T->S/S->T, MMLU (``mmlu``), then
+    speech NLL (``speech_nll``). A checkpoint's row starts with its ``labels`` (default: its name)."""
+    names = [*labels, *TABLE1_COLUMNS, *(["MMLU"] if mmlu else []), *(["speech NLL"] if speech_nll else [])]
+    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
     for ck in summary["checkpoints"]:
         r = ck["results"]
-        cells = [ck["name"], _pct(_get(r, "blimp_text", "accuracy")), _pct(_get(r, "sblimp", "accuracy"))]
+        cells = [*(ck["labels"] if "labels" in ck else [ck["name"]]), _pct(_get(r, "blimp_text", "accuracy")),
+                 _pct(_get(r, "sblimp", "accuracy"))]
         cells += _story_columns(r, "t") + _story_columns(r, "s")
-        cells.append(_pct(_get(r, "mmlu", "acc_norm")))
+        if mmlu:
+            cells.append(_pct(_get(r, "mmlu", "acc_norm")))
+        if speech_nll:
+            nll = _get(r, "speech_nll", "nll")
+            cells.append(MISSING if nll is None else f"{nll:.3f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
