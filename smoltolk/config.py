@@ -204,14 +204,24 @@ def read_recipe(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any
     return _merge(read_recipe(path.parent / base, (*_seen, path)), data)
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
-    """File (optional, with ``base:`` inheritance) <- overrides -> validated ``cls``; errors name the
-    file or override."""
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
+                settings: dict[str, Any] | None = None, where: str = "config") -> T:
+    """The one way every config is built: a file (optional; YAML or JSON, with ``base:`` inheritance)
+    <- ``a.b=c`` overrides <- ``settings`` given directly (dotted keys; None values are skipped, so a
+    command-line flag left unset changes nothing) -> validated ``cls``. Errors name the file or override."""
     data = read_recipe(path) if path is not None else {}
     data = apply_overrides(data, overrides or [])
+    for key, value in (settings or {}).items():
+        if value is None:
+            continue
+        node = data
+        *parents, last = key.split(".")
+        for k in parents:
+            node = node.setdefault(k, {})
+        node[last] = value
     try:
-        return from_dict(cls, data, where="config")
+        return from_dict(cls, data, where=str(path) if path is not None else where)
     except ConfigError as e:
-        if path is None:
+        if path is None or not overrides:
             raise
-        raise ConfigError(f"{path} (with overrides {overrides or []}): {e}") from None
+        raise ConfigError(f"{path} (with overrides {overrides}): {e}") from None

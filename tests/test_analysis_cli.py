@@ -29,7 +29,7 @@ def test_hidden_states_are_the_backbone_input_and_its_layers(variant):
     assert len(hidden) == model.config.backbone.num_layers + 1
     assert torch.equal(out.text_logits, plain.text_logits) and torch.equal(out.speech_logits, plain.speech_logits)
     terms = model_terms(model, ids.shape[1])
-    assert_close(model.backbone.lm_head(hidden[-1]), out.text_logits, terms=terms)  # last: after the norm
+    assert_close(model.text_head(hidden[-1]), out.text_logits, terms=terms)  # last: after the norm
     z = model.embed(ids, speech)
     text_pos = ~speech
     assert torch.equal(hidden[0][text_pos], z[text_pos])  # text positions enter the backbone as embedded

@@ -45,7 +45,7 @@ NEEDS_DYNAMIC = ("layer-weights", "segmentation")
 
 @dataclass
 class AnalysisConfig:
-    speech: str  # aligned speech manifest (units + durations + frame_rate + words)
+    speech: str | None = None  # aligned speech manifest (units + durations + frame_rate + words); required
     text: str | None = None  # text manifest for the text side of intrinsic-dim (default: the speech transcripts)
     segmentation_dev: str | None = None  # aligned manifests; default: ``speech`` split in two (seeded)
     segmentation_test: str | None = None
@@ -68,6 +68,9 @@ class AnalysisConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        if not self.speech:
+            raise ConfigError("the analyses need an aligned speech manifest: give --speech MANIFEST "
+                              "(or speech: in a config)")
         bad = [a for a in self.analyses if a not in ANALYSES]
         if bad or not self.analyses:
             raise ConfigError(f"analyses: expected some of {list(ANALYSES)}, got {self.analyses}")
@@ -85,15 +88,11 @@ class AnalysisConfig:
 
 def build_analysis_config(path: str | None = None, overrides: list[str] | None = None,
                           **settings: object) -> AnalysisConfig:
-    """File (optional) <- ``key=value`` overrides <- settings given directly (those not None)."""
-    from smoltolk.config import apply_overrides, from_dict, read_mapping
+    """File (optional) <- ``key=value`` overrides <- settings given directly (those not None), through
+    :func:`smoltolk.config.load_config`."""
+    from smoltolk.config import load_config
 
-    data = apply_overrides(read_mapping(path) if path is not None else {}, overrides or [])
-    data.update({k: v for k, v in settings.items() if v is not None})
-    if "speech" not in data:
-        raise ConfigError("the analyses need an aligned speech manifest: give --speech MANIFEST "
-                          "(or speech: in a config)")
-    return from_dict(AnalysisConfig, data, where=str(path) if path else "analysis config")
+    return load_config(AnalysisConfig, path, overrides, settings, where="analysis config")
 
 
 def load_analysis_model(path: str | Path, cfg: AnalysisConfig):

@@ -106,24 +106,16 @@ TASK_NAMES = tuple(vars(TasksConfig()).keys())
 
 def build_eval_config(path: str | None = None, tasks: list[str] | None = None, overrides: list[str] | None = None,
                       **settings: object) -> EvalConfig:
-    """File (optional) <- ``NAME=PATH`` tasks <- ``key=value`` overrides <- settings given directly (not None)."""
-    from smoltolk.config import apply_overrides, from_dict, read_mapping
+    """File (optional) <- ``NAME=PATH`` tasks <- ``key=value`` overrides <- settings given directly (not None),
+    through :func:`smoltolk.config.load_config`."""
+    from smoltolk.config import load_config
 
-    data = read_mapping(path) if path is not None else {}
+    task_paths = []
     for spec in tasks or []:
         name, sep, value = spec.partition("=")
         if not sep or not value:
             raise ConfigError(f"--tasks {spec!r}: expected NAME=PATH with NAME one of {list(TASK_NAMES)}")
         if name not in TASK_NAMES:
             raise ConfigError(f"--tasks {spec!r}: unknown task {name!r}; tasks are {list(TASK_NAMES)}")
-        data.setdefault("tasks", {}).setdefault(name, {})["path"] = value
-    data = apply_overrides(data, overrides or [])
-    for key, value in settings.items():
-        if value is None:
-            continue
-        node = data
-        *parents, last = key.split(".")
-        for k in parents:
-            node = node.setdefault(k, {})
-        node[last] = value
-    return from_dict(EvalConfig, data, where=str(path) if path else "eval config")
+        task_paths.append(f"tasks.{name}.path={value}")
+    return load_config(EvalConfig, path, task_paths + list(overrides or []), settings, where="eval config")
