@@ -96,7 +96,7 @@ def build_analysis_config(path: str | None = None, overrides: list[str] | None =
 
 
 def load_analysis_model(path: str | Path, cfg: AnalysisConfig):
-    from smoltolk.eval.run import DTYPES, checkpoint_kind
+    from smoltolk.model.load import DTYPES, checkpoint_kind
     from smoltolk.model.tslm import TextSpeechLM
 
     if checkpoint_kind(path) != "smoltolk":
@@ -107,7 +107,7 @@ def load_analysis_model(path: str | Path, cfg: AnalysisConfig):
 
 def check_checkpoints(checkpoints: list[str], cfg: AnalysisConfig) -> None:
     """Every checkpoint can run every requested analysis (one clear error before any work)."""
-    from smoltolk.eval.run import checkpoint_kind
+    from smoltolk.model.load import checkpoint_kind
     from smoltolk.model.tslm import read_model_config
 
     for ckpt in checkpoints:
@@ -301,7 +301,7 @@ def _compare(results: dict[str, dict[str, Any]], out: Path) -> None:
 
 def analyze(checkpoints: list[str], cfg: AnalysisConfig, out: str | Path) -> dict[str, Any]:
     """Run the configured analyses on every checkpoint; write JSON and figures under ``out``."""
-    from smoltolk.eval.run import checkpoint_names
+    from smoltolk.model.load import checkpoint_names
 
     if not checkpoints:
         raise ConfigError("give at least one checkpoint to analyse")

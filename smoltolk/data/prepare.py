@@ -35,7 +35,7 @@ from smoltolk.data.manifest import SpeechRecord, parse_speech_record, parse_text
 from smoltolk.data.units import collapse, word_ends_to_collapsed
 from smoltolk.defaults import DEFAULT_NUM_UNITS
 from smoltolk.errors import InputError
-from smoltolk.model.io import atomic_directory, file_sha256
+from smoltolk.files import atomic_directory, file_sha256
 
 ALIGNED_ARRAYS = ("units", "utt_units", "tokens", "word_tokens", "word_unit_end", "utt_words")
 UNIT_DTYPE = np.int16

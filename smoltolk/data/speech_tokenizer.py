@@ -40,8 +40,7 @@ from smoltolk.data.kmeans import (  # noqa: F401
 from smoltolk.data.manifest import SpeechRecord, _rows, parse_speech_record
 from smoltolk.data.units import collapse
 from smoltolk.errors import ConfigError, InputError, SmolTolkError
-from smoltolk.files import read_lines
-from smoltolk.model.io import file_sha256
+from smoltolk.files import file_sha256, read_lines
 
 # The tokenizer
 # ---------------------------------------------------------------------------------------------

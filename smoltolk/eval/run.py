@@ -42,9 +42,9 @@ from smoltolk.eval.tasks import (
     check_wavs,
 )
 from smoltolk.eval.units import UnitStore, load_unit_source, tokenize_audio
-from smoltolk.model.io import read_json
+from smoltolk.model.load import DTYPES, checkpoint_kind, checkpoint_names, load_model  # noqa: F401  (re-exported)
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+load_eval_model = load_model  # the name of earlier releases
 
 
 def build_tasks(cfg: EvalConfig) -> list[Task]:
@@ -72,28 +72,6 @@ def build_tasks(cfg: EvalConfig) -> list[Task]:
         elif name == "speaker_context":
             tasks.append(SpeakerContext(tc.path))
     return tasks
-
-
-def checkpoint_kind(path: str | Path) -> str:
-    """"smoltolk" (a text-speech checkpoint) or "hf" (a Hugging Face text LM); errors otherwise."""
-    from smoltolk.model.tslm import CHECKPOINT_FORMAT
-
-    meta = read_json(Path(path) / "config.json")
-    if meta.get("format") == CHECKPOINT_FORMAT:
-        return "smoltolk"
-    if "model_type" in meta:
-        return "hf"
-    raise CheckpointError(f"{Path(path) / 'config.json'}: neither a smoltolk checkpoint nor a Hugging Face text LM")
-
-
-def load_eval_model(path: str | Path, device: str = "cpu", dtype: str = "float32"):
-    """The model to score with: a TextSpeechLM, or a LlamaLM for a Hugging Face text LM."""
-    from smoltolk.model.hf import load_hf_backbone
-    from smoltolk.model.tslm import TextSpeechLM
-
-    if checkpoint_kind(path) == "smoltolk":
-        return TextSpeechLM.from_pretrained(path, dtype=DTYPES[dtype], device=device).eval()
-    return load_hf_backbone(path, dtype=DTYPES[dtype], device=device).eval()
 
 
 def make_scorer(model, cfg: EvalConfig, tokenizer=None) -> LikelihoodScorer:
@@ -173,22 +151,11 @@ def resolve_units(tasks: list[Task], cfg: EvalConfig, out: Path) -> dict[str, Un
     return stores
 
 
-def checkpoint_names(checkpoints: list[str]) -> list[str]:
-    names: list[str] = []
-    for ckpt in checkpoints:
-        base = Path(ckpt).resolve().name or "checkpoint"
-        name, k = base, 2
-        while name in names:
-            name, k = f"{base}-{k}", k + 1
-        names.append(name)
-    return names
-
-
 def evaluate_checkpoint(path: str, tasks: list[Task], units: dict[str, UnitStore | None], cfg: EvalConfig,
                         out: Path) -> dict[str, Any]:
     """Score one checkpoint on every task; write its per-item scores and ZeroSpeech files under ``out``."""
 
-    model = load_eval_model(path, cfg.device, cfg.dtype)
+    model = load_model(path, cfg.device, cfg.dtype)
     tokenizer = None
     if any(t.text for t in tasks) or cfg.text_bos == "auto":
         tokenizer = _tokenizer_if_any(cfg.tokenizer or path, required=any(t.text for t in tasks))

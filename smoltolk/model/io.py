@@ -1,48 +1,26 @@
-"""Weight files: safetensors reading (single or sharded), atomic directory writes, and loading
-a state dict into a model built on the meta device (no wasted random init, never a pickle)."""
+"""Weight files: safetensors reading (single or sharded) and loading a state dict into a model built on
+the meta device (no wasted random init, never a pickle). Atomic directory writes live in
+:mod:`smoltolk.files` (data code uses them too) and are importable from here as before."""
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from smoltolk.errors import CheckpointError
-from smoltolk.files import require_safetensors
+from smoltolk.files import (  # noqa: F401  (atomic_directory, file_sha256, read_json: re-exported)
+    atomic_directory,
+    file_sha256,
+    read_json,
+    remove_stale_writes,
+    require_safetensors,
+)
 
 WEIGHTS = "model.safetensors"
 WEIGHTS_INDEX = "model.safetensors.index.json"
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise CheckpointError(f"{path}: missing (expected a JSON file here)")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e}); the file may be truncated or corrupted") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: expected a JSON object at the top level")
-    return data
 
 
 def _load_safetensors_file(path: Path) -> dict[str, Tensor]:
@@ -136,97 +114,6 @@ def unique_state_dict(model: nn.Module) -> dict[str, Tensor]:
     """State dict without tied aliases, contiguous, on CPU (what safetensors can store)."""
     tied = tied_names(model)
     return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items() if k not in tied}
-
-
-@contextmanager
-def atomic_directory(target: str | Path, replaceable: Callable[[Path], bool] | None = None) -> Iterator[Path]:
-    """Yield a temporary directory beside ``target``; on success it replaces ``target`` by renames.
-
-    If anything fails, ``target`` is left exactly as it was and the temporary directory is
-    removed. An existing non-empty ``target`` is replaced only if ``replaceable(target)`` says so
-    (default: never), so a save can never delete a directory it did not write.
-    """
-    target = Path(target)
-    if target.exists() and not target.is_dir():
-        raise CheckpointError(f"{target}: exists and is a file, not a directory")
-    if target.is_dir() and any(target.iterdir()) and not (replaceable is not None and replaceable(target)):
-        raise CheckpointError(f"{target}: exists and holds files this save did not write; refusing to replace "
-                              "it (choose an empty or new directory)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # the writer's pid in the name: a later run can tell a dead writer's leftovers from a live write
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a checkpoint is a normal directory
-    try:
-        yield tmp
-        for f in tmp.iterdir():  # flush file contents before the rename makes them visible
-            if f.is_file():
-                with open(f, "rb") as fh:
-                    os.fsync(fh.fileno())
-        old = None
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-{os.getpid()}-", dir=target.parent))
-            os.replace(target, old)
-        try:
-            os.replace(tmp, target)
-        except BaseException:
-            if old is not None:
-                os.replace(old, target)
-            raise
-        _fsync_dir(target.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-_LEFTOVER = re.compile(r"^\.(.+)\.(tmp|old)-(?:(\d+)-)?")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
-
-
-def remove_stale_writes(folder: str | Path) -> list[Path]:
-    """Remove the temporary directories that killed atomic writes left in ``folder`` (never one whose
-    writer is still running); returns what was removed. A write killed between moving the old
-    directory aside and moving the new one in leaves no target: the old one is put back."""
-    folder = Path(folder)
-    removed = []
-    if not folder.is_dir():
-        return removed
-    for p in sorted(folder.iterdir(), key=lambda p: ".old-" not in p.name):  # restores first
-        m = _LEFTOVER.match(p.name)
-        if not m or not p.is_dir() or (m.group(3) and _alive(int(m.group(3)))):
-            continue
-        target = folder / m.group(1)
-        if m.group(2) == "old" and not target.exists():  # killed between its two renames: the old one is whole
-            os.replace(p, target)
-            continue
-        shutil.rmtree(p, ignore_errors=True)
-        removed.append(p)
-    return removed
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def meta_build(builder: Callable[[], nn.Module]) -> nn.Module:
