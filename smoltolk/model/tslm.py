@@ -139,8 +139,9 @@ class TextSpeechLM(nn.Module):
         return_layer_weights: bool = False,
         return_hidden_states: bool = False,
         return_head_inputs: bool = False,
-    ) -> TSLMOutput:
-        """Run the model on a mixed sequence.
+    ) -> LMOutput:
+        """Run the model on a mixed sequence. (Over 80 lines only because every option is documented here;
+        the body is the module docstring's data flow, a few lines per step.)
 
         input_ids, is_speech: (B, T) ids and modality of each input position.
         labels, labels_is_speech: (B, T) next-token targets and their modality; IGNORE (-100)
