@@ -299,7 +299,7 @@ def _cmd_world(args: argparse.Namespace) -> None:
 def _cmd_demo(args: argparse.Namespace) -> None:
     from smoltolk.demo import run_demo
 
-    run_demo(args.out, seed=args.seed, quick=args.quick, audio=args.audio)
+    run_demo(args.out, seed=args.seed, quick=args.quick, audio=args.audio, full=args.full)
 
 
 def _number(kind: type, low: float | None = None, high: float | None = None, low_open: bool = False):
@@ -364,6 +364,8 @@ COMMANDS = [
         arg("--out", default="runs/demo", help="output directory (default: runs/demo)"),
         arg("--seed", type=SEED, default=0),
         arg("--quick", action="store_true", help="a small run (about a minute) that proves the pipeline"),
+        arg("--full", action="store_true", help="one voice, 4000 steps per model (about an hour on 2 cores): "
+            "where cross-modal transfer appeared on heard topics"),
         arg("--audio", action="store_true", help="also read some stories aloud with espeak-ng and train on "
             "their log-mel + k-means units (needs espeak-ng: apt-get install espeak-ng)"),
     ]),

@@ -52,3 +52,13 @@ def test_quick_demo_produces_every_artefact(tmp_path, capsys):
     for title in ("Lexical cloze", "Word translation", "Context effect, speaker controlled"):
         assert report.count(title) == 2, title  # held-out and heard topics
     assert "R-value" in report and "| split | model |" in capsys.readouterr().out
+
+
+def test_full_is_the_one_voice_four_thousand_step_regime_and_excludes_quick(tmp_path, capsys):
+    from smoltolk.demo import SIZES
+
+    full, default = SIZES["full"], SIZES["default"]
+    assert (full.speakers, full.stage1_steps + full.stage2_steps, full.stage1_steps) == (1, 4000, 1000)
+    assert (full.width, full.layers, full.context) == (default.width, default.layers, default.context)
+    assert main(["demo", "--quick", "--full", "--out", str(tmp_path / "d")]) == 2
+    assert "choose one size" in capsys.readouterr().err and not (tmp_path / "d").exists()
