@@ -441,3 +441,9 @@ def test_a_write_killed_between_its_renames_gets_its_old_checkpoint_back(tmp_pat
     removed = remove_stale_writes(root)
     assert removed == [new] and not old.exists()
     assert json.loads((root / "step-00000004" / "train_state.json").read_text())["which"] == old.name
+
+
+def test_memory_options_train_the_golden_recipe_the_same(synth, tmp_path):
+    train(load_train_config(None, _overrides(synth, tmp_path / "m", **{"run.activation_checkpointing": "true",
+                                                                        "run.loss_chunk": 16})))
+    assert max_rel_diff(_losses(tmp_path / "m"), json.loads(GOLDEN.read_text())) <= TRAJECTORY_RTOL

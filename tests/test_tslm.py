@@ -435,3 +435,52 @@ def test_bad_ids_give_one_clear_error(case):
         kwargs, match = batch, "labels"
     with pytest.raises(InputError, match=match):
         model(ids, is_speech, **kwargs)
+
+
+def _grads(model, batch) -> tuple[float, dict[str, torch.Tensor]]:
+    model.zero_grad(set_to_none=True)
+    out = model(**batch)
+    out.loss.backward()
+    return out.loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("options", [{"loss_chunk": 7}, {"checkpoint_layers": True},
+                                     {"checkpoint_layers": True, "loss_chunk": 5}])
+@pytest.mark.parametrize("variant", ["smoltolk", "baseline"])
+def test_memory_options_keep_the_loss_and_gradients(variant, options):
+    model = tiny_model(variant, **({"entropy_beta": 0.1} if variant == "smoltolk" else {})).train()
+    ids, is_speech = mixed_batch(2, 33, seed=3)
+    batch = shift_targets(ids, is_speech)
+    loss, grads = _grads(model, batch)
+    model.set_memory_options(**options)
+    loss2, grads2 = _grads(model, batch)
+    terms = model_terms(model, 33) + 2 * 32
+    assert_close(loss2, loss, terms=terms)
+    assert grads2.keys() == grads.keys()
+    for name in grads:
+        assert_close(grads2[name], grads[name], terms=terms, msg=name)
+
+
+def test_chunked_head_loss_never_holds_all_logits_and_text_lm_agrees():
+    from smoltolk.model.llama import LlamaLM
+    from smoltolk.model.outputs import head_cross_entropy_sum
+
+    shapes = []
+    head = torch.nn.Linear(8, 50, bias=False)
+    head.register_forward_hook(lambda m, i, o: shapes.append(o.shape[0]))
+    h, t = torch.randn(23, 8, requires_grad=True), torch.randint(0, 50, (23,))
+    whole = head_cross_entropy_sum(head, h, t)
+    pieces = head_cross_entropy_sum(head, h, t, chunk=10)
+    assert shapes == [23, 10, 10, 3]
+    pieces.backward()
+    assert sorted(shapes[4:]) == [3, 10, 10]  # the backward pass made each piece's logits again (last first)
+    assert_close(pieces.item(), whole.item(), terms=23 * 50)
+    lm = LlamaLM(tiny_backbone()).train()  # the text LM's loss goes through the same function
+    ids = torch.randint(0, TEXT_VOCAB, (2, 17))
+    batch = shift_targets(ids, torch.zeros_like(ids, dtype=torch.bool))
+    loss, grads = _grads(lm, batch)
+    lm.set_memory_options(checkpoint_layers=True, loss_chunk=4)
+    loss2, grads2 = _grads(lm, batch)
+    assert_close(loss2, loss, terms=model_terms(lm, 17))
+    for name in grads:
+        assert_close(grads2[name], grads[name], terms=model_terms(lm, 17), msg=name)

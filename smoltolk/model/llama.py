@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from smoltolk.model.cache import Cache, KVCache, attention_mask, document_positions, run_starts
 from smoltolk.model.config import BackboneConfig
-from smoltolk.model.outputs import IGNORE, LMOutput
+from smoltolk.model.outputs import IGNORE, LMOutput, head_cross_entropy_sum
 
 
 class RMSNorm(nn.Module):
@@ -140,10 +140,13 @@ class DecoderLayer(nn.Module):
 
 
 def run_layers(layers: nn.ModuleList, x: Tensor, cos: Tensor, sin: Tensor, seg: Tensor | None,
-               cache: KVCache | None, collect: bool = False) -> tuple[Tensor, list[Tensor]]:
+               cache: KVCache | None, collect: bool = False, checkpoint_layers: bool = False
+               ) -> tuple[Tensor, list[Tensor]]:
     """Run a decoder stack over x (B, T, d).
 
     seg: (B, T) segment ids (see :mod:`smoltolk.model.cache`), None = one causal segment.
+    ``checkpoint_layers``: activation checkpointing per layer when training (less memory, one more
+    forward pass of each layer in the backward; same gradients).
     Returns the last layer's output and, if ``collect``, every layer's output.
     """
     if cache is None:
@@ -154,8 +157,14 @@ def run_layers(layers: nn.ModuleList, x: Tensor, cos: Tensor, sin: Tensor, seg: 
         past = cache.length
         mask = attention_mask(seg, cache.begin(seg), past)
     outs: list[Tensor] = []
+    recompute = checkpoint_layers and cache is None and torch.is_grad_enabled()
     for i, layer in enumerate(layers):
-        x = layer(x, cos, sin, mask, None if cache is None else (cache, i))
+        if recompute:  # keep only each layer's input; its insides are recomputed in the backward pass
+            from torch.utils.checkpoint import checkpoint
+
+            x = checkpoint(layer, x, cos, sin, mask, None, use_reentrant=False)
+        else:
+            x = layer(x, cos, sin, mask, None if cache is None else (cache, i))
         if collect:
             outs.append(x)
     if cache is not None:
@@ -235,7 +244,8 @@ class LlamaLM(nn.Module):
         Returns the final normed output (B, T, d) and, if ``all_layers``, the L layer outputs
         (the last one after the final norm, as Hugging Face's ``hidden_states[1:]``).
         """
-        x, outs = run_layers(self.layers, inputs_embeds, cos, sin, seg, cache, collect=all_layers)
+        x, outs = run_layers(self.layers, inputs_embeds, cos, sin, seg, cache, collect=all_layers,
+                             checkpoint_layers=self.checkpoint_layers)
         x = self.norm(x)
         if all_layers:
             outs[-1] = x
@@ -259,7 +269,7 @@ class LlamaLM(nn.Module):
         the trainer's one interface.
         """
         if labels is not None:
-            return self._loss(self._logits(input_ids, position_ids, doc_ids), labels)
+            return self._loss(self._logits(input_ids, position_ids, doc_ids, apply_head=False), labels)
         return self._logits(input_ids, position_ids, doc_ids, cache, output_hidden_states, inputs_embeds, apply_head)
 
     def _logits(self, input_ids: Tensor, position_ids: Tensor | None = None, doc_ids: Tensor | None = None,
@@ -280,19 +290,27 @@ class LlamaLM(nn.Module):
         return (logits, outs) if output_hidden_states else logits
 
 
-    def _loss(self, logits: Tensor, labels: Tensor) -> LMOutput:
-        n = (labels != IGNORE).sum()
-        ce = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE, reduction="sum")
+    def _loss(self, states: Tensor, labels: Tensor) -> LMOutput:
+        scored = labels != IGNORE
+        n = scored.sum()
+        ce = head_cross_entropy_sum(self.lm_head, states[scored], labels[scored], self.loss_chunk)
         loss = ce / n.clamp(min=1)
         return LMOutput(loss=loss, lm_loss=loss, text_loss=ce / n, num_text=n)
 
     # -------------------------------------------------- the training surface shared with TextSpeechLM
+    checkpoint_layers = False  # activation checkpointing per decoder layer in training (run.activation_checkpointing)
+    loss_chunk: int | None = None  # positions per piece of the head's loss (run.loss_chunk); None: one piece
     swt_id = -1  # a text LM has no modality switch, no speech EOS and no units
     speech_eos_id = -1
     num_units: int | None = None
 
     def speech_parameters(self) -> dict[str, nn.Parameter]:
         return {}
+
+    def set_memory_options(self, checkpoint_layers: bool = False, loss_chunk: int | None = None) -> None:
+        """Trade compute for activation memory in training: recompute each decoder layer in the backward
+        pass, and make the head's logits ``loss_chunk`` positions at a time. Results are unchanged."""
+        self.checkpoint_layers, self.loss_chunk = checkpoint_layers, loss_chunk
 
     def scored_targets(self, labels: Tensor, labels_is_speech: Tensor | None, is_speech: Tensor | None
                        ) -> tuple[Tensor, Tensor, Tensor]:

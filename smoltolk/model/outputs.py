@@ -2,11 +2,38 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 IGNORE = -100  # a label that is not a target
+
+
+def head_cross_entropy_sum(head: Callable[[Tensor], Tensor], hidden: Tensor, targets: Tensor,
+                           chunk: int | None = None) -> Tensor:
+    """Summed cross-entropy of ``head(hidden)`` (N, d) -> (N, V) against ``targets`` (N,).
+
+    ``chunk``: positions per piece. Each piece's logits are made, reduced to its loss and dropped; the
+    backward pass makes them again (activation checkpointing of the head), so (N, V) logits never exist
+    at once: with a 49k vocabulary they are most of a training step's activation memory. Same loss
+    and gradients as one piece, up to float summation order.
+    """
+    def piece(h: Tensor, t: Tensor) -> Tensor:
+        return F.cross_entropy(head(h).float(), t, reduction="sum")
+
+    n = hidden.shape[0]
+    if chunk is None or n <= chunk or not torch.is_grad_enabled():
+        return piece(hidden, targets)
+    from torch.utils.checkpoint import checkpoint
+
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for start in range(0, n, chunk):
+        total = total + checkpoint(piece, hidden[start:start + chunk], targets[start:start + chunk],
+                                   use_reentrant=False)
+    return total
 
 
 @dataclass

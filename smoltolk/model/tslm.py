@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from smoltolk.config import from_dict, to_dict
@@ -42,7 +40,7 @@ from smoltolk.model.io import (
     unique_state_dict,
 )
 from smoltolk.model.llama import DecoderLayer, LlamaLM, check_ids, init_weights, positions_and_segments, run_layers
-from smoltolk.model.outputs import IGNORE, LMOutput
+from smoltolk.model.outputs import IGNORE, LMOutput, head_cross_entropy_sum
 
 TSLMOutput = LMOutput  # the name of earlier releases
 
@@ -110,6 +108,11 @@ class TextSpeechLM(nn.Module):
 
     def tie_weights(self) -> None:
         self.speech_head.weight = self.speech_embed.weight
+
+    def set_memory_options(self, checkpoint_layers: bool = False, loss_chunk: int | None = None) -> None:
+        """Activation checkpointing per decoder layer (backbone and adapters) and the heads' losses in
+        pieces of ``loss_chunk`` positions (see :meth:`LlamaLM.set_memory_options`)."""
+        self.backbone.set_memory_options(checkpoint_layers, loss_chunk)
 
     def speech_parameters(self) -> dict[str, nn.Parameter]:
         """Parameters that exist for speech (paper Table 5 'Speech params'); the rest is text/backbone."""
@@ -179,7 +182,8 @@ class TextSpeechLM(nn.Module):
         if len(self.input_adapter):
             in_seg, run = speech_run_segments(is_speech, doc, past, prev)
             kv = cache.stack("input_adapter", len(self.input_adapter)) if cache is not None else None
-            adapted, _ = run_layers(self.input_adapter, z, cos, sin, in_seg, kv)
+            adapted, _ = run_layers(self.input_adapter, z, cos, sin, in_seg, kv,
+                                    checkpoint_layers=self.backbone.checkpoint_layers)
             x = torch.where(is_speech[..., None], adapted, z)
 
         kv = cache.stack("backbone", len(self.backbone.layers)) if cache is not None else None
@@ -190,7 +194,8 @@ class TextSpeechLM(nn.Module):
             pooled = pooled + z
         if len(self.output_adapter):
             kv = cache.stack("output_adapter", len(self.output_adapter)) if cache is not None else None
-            pooled, _ = run_layers(self.output_adapter, pooled, cos, sin, seg, kv)
+            pooled, _ = run_layers(self.output_adapter, pooled, cos, sin, seg, kv,
+                                   checkpoint_layers=self.backbone.checkpoint_layers)
 
         if cache is not None:
             if run is None:
@@ -278,8 +283,9 @@ class TextSpeechLM(nn.Module):
         """
         sp = self.config.speech
         text_sel, speech_sel, speech_targets = self.scored_targets(labels, labels_is_speech, is_speech)
-        text_sum = _ce_sum(self.text_head, final[text_sel], labels[text_sel])
-        speech_sum = _ce_sum(self.speech_head, pooled[speech_sel], speech_targets[speech_sel])
+        chunk = self.backbone.loss_chunk
+        text_sum = head_cross_entropy_sum(self.text_head, final[text_sel], labels[text_sel], chunk)
+        speech_sum = head_cross_entropy_sum(self.speech_head, pooled[speech_sel], speech_targets[speech_sel], chunk)
         n_text, n_speech = text_sel.sum(), speech_sel.sum()
         out.num_text, out.num_speech = n_text, n_speech
         out.text_loss = text_sum / n_text
@@ -416,9 +422,6 @@ def _weighted_sum(layers: list[Tensor], weights: Tensor) -> Tensor:
     return out
 
 
-def _ce_sum(head: Callable[[Tensor], Tensor], h: Tensor, targets: Tensor) -> Tensor:
-    logits = head(h).float()  # (N, V)
-    return F.cross_entropy(logits, targets, reduction="sum")
 
 
 def _check_modal_ids(ids: Tensor, is_speech: Tensor, text_vocab: int, speech_vocab: int, name: str) -> None:

@@ -109,10 +109,12 @@ class RunConfig:
     on_nan: Literal["stop", "skip"] = "stop"
     max_skipped_steps: int = 10
     peak_flops: float | None = None  # per device (FLOP/s), for the MFU column (None: no MFU is reported)
+    activation_checkpointing: bool = False  # recompute each decoder layer in the backward: less memory, ~1/3 more time
+    loss_chunk: int | None = None  # make the heads' logits this many positions at a time (None: all at once)
 
     def __post_init__(self) -> None:
         check_ranges(self, "run", seed=(0, None), checkpoint_every=(0, None), keep_checkpoints=(0, None),
-                     log_every=(1, None), max_skipped_steps=(0, None), peak_flops=(1, None))
+                     log_every=(1, None), max_skipped_steps=(0, None), peak_flops=(1, None), loss_chunk=(1, None))
 
 
 @dataclass

@@ -60,6 +60,7 @@ def build_model(cfg: TrainConfig) -> tuple[nn.Module, Path | None]:
     """The model to train and the tokenizer.json that goes with it (if any)."""
     spec = cfg.model
     model, tok = _build(spec)
+    model.set_memory_options(cfg.run.activation_checkpointing, cfg.run.loss_chunk)
     if spec.tokenizer is not None:
         tok = Path(spec.tokenizer)
         if not tok.is_file():
