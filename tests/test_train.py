@@ -447,3 +447,21 @@ def test_memory_options_train_the_golden_recipe_the_same(synth, tmp_path):
     train(load_train_config(None, _overrides(synth, tmp_path / "m", **{"run.activation_checkpointing": "true",
                                                                         "run.loss_chunk": 16})))
     assert max_rel_diff(_losses(tmp_path / "m"), json.loads(GOLDEN.read_text())) <= TRAJECTORY_RTOL
+
+
+def test_stage_one_computes_no_backbone_gradients_and_still_trains_the_input_adapter(synth, tmp_path):
+    cfg = load_train_config(None, _overrides(synth, tmp_path / "s", **{"schedule.stage1_steps": 2,
+                                                                        "schedule.stage2_steps": 1}))
+    run = trainer.setup(cfg)
+    adapter_before = [p.detach().clone() for p in run.model.input_adapter.parameters()]
+    backbone_before = [p.detach().clone() for p in run.model.backbone.parameters()]
+    seen = []  # gradients that reach any backbone weight during a stage-1 step
+    hooks = [p.register_hook(lambda g: seen.append(g)) for p in run.model.backbone.parameters()]
+    trainer.train_step(run, 0)
+    assert not seen and all(p.grad is None and not p.requires_grad for p in run.model.backbone.parameters())
+    assert all(not torch.equal(a, b) for a, b in zip(adapter_before, run.model.input_adapter.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(backbone_before, run.model.backbone.parameters()))
+    trainer.train_step(run, 2)  # stage 2: the backbone trains again
+    assert seen and all(p.requires_grad for p in run.model.backbone.parameters())
+    for h in hooks:
+        h.remove()

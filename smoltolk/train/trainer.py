@@ -53,6 +53,7 @@ class Run:
     skipped: int = 0
     history: list[dict] = field(default_factory=list)
     val_items: list | None = None  # (task, items, eval config) of validation.eval, built in setup()
+    frozen: bool | None = None  # the text parameters' requires_grad is off (stage 1), on, or not set yet
 
 
 # ---------------------------------------------------------------------------------------- model
@@ -213,9 +214,31 @@ def set_learning_rates(run: Run, step: int) -> dict[str, float]:
     return rates
 
 
+def set_stage(run: Run, stage: int) -> None:
+    """Stage 1 trains the speech parameters only. Its text parameters (backbone, text embeddings) get
+    ``requires_grad=False``: the backward pass computes no weight gradients for them (activations still
+    flow back through the frozen backbone to the input adapter) and DDP reduces nothing for them, so
+    DDP is wrapped again at each change. Under FSDP every parameter stays trainable (its sharded
+    parameters are wrapped once) and the text gradients are dropped after the backward pass."""
+    frozen = stage == 1
+    if run.frozen == frozen:
+        return
+    run.frozen = frozen
+    if run.info.distributed and run.cfg.run.distributed == "fsdp":
+        return
+    speech = {id(p) for p in run.model.speech_parameters().values()}
+    for param in run.model.parameters():
+        if id(param) not in speech:
+            param.requires_grad_(not frozen)
+    if run.info.distributed or run.cfg.run.compile:  # DDP's buckets and compiled graphs depend on requires_grad
+        wrapped = wrap(run.model, run.cfg.run.distributed, run.info, bf16=run.autocast is not None)
+        run.wrapped = torch.compile(wrapped) if run.cfg.run.compile else wrapped
+
+
 def train_step(run: Run, step: int) -> dict:
-    """One optimizer step: grad_accum micro-batches, backward, (stage 1: drop frozen grads), clip, step."""
+    """One optimizer step: grad_accum micro-batches, backward, (stage 1: no text gradients), clip, step."""
     stage = stage_of(step, run.cfg.schedule)
+    set_stage(run, stage)
     rates = set_learning_rates(run, step)
     sampler = run.samplers[stage]
     accum, world = run.cfg.schedule.grad_accum, run.info.world_size
