@@ -1,0 +1,196 @@
+"""One training step at the paper's shapes (SmolTolk-150M: SmolLM-135M's 30 layers, width 576, 9 heads, 3 KV
+heads, intermediate 1536, vocabulary 49,152; 500 units; 2 + 2 adapter layers), random weights, against what
+users would run instead: a ``transformers`` ``LlamaForCausalLM`` with its embeddings resized by 502 + 1 rows
+(vocabulary expansion as it is usually done).
+
+Run from the repository root::
+
+    .venv/bin/python bench/paper_shapes.py --quick          # small shapes, ~2 min: checks the script
+    .venv/bin/python bench/paper_shapes.py                  # the paper's shapes: hours of CPU (run it idle)
+
+One JSON object goes to stdout; progress to stderr. Every measurement runs in a fresh process (this script
+with ``--one NAME``), so its memory is its own: the model, AdamW (betas 0.9/0.95, weight decay 0.1) and one
+batch of ``--batch`` rows of ``context`` tokens shaped like interleaved data (alternating text and speech
+runs of 20-120 tokens), then ``--warmup`` steps and ``--steps`` timed steps (forward, backward, AdamW).
+Reported per contender and context: the median step time, tokens/s and the process's peak resident memory
+(``ru_maxrss``). Rounds (``--repeats``) visit the contenders in a rotating order so slow phases of a noisy
+machine hit all alike; ratios are medians over rounds of per-round ratios.
+
+Contenders: ``transformers`` (resized LlamaForCausalLM; its loss over all positions of the joint vocabulary),
+``baseline`` and ``smoltolk`` in stage 2 (everything trains) and stage 1 (``-s1``: the backbone frozen with
+``requires_grad=False``, as the trainer does), and SmolTolk stage 2 with ``--set``-style memory options:
+``smoltolk+chunk`` (``loss_chunk=1024``), ``smoltolk+ckpt`` (activation checkpointing per layer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+CONTENDERS = ("transformers", "baseline", "smoltolk", "baseline-s1", "smoltolk-s1", "smoltolk+chunk",
+              "smoltolk+ckpt")
+SHAPES = {  # SmolLM-135M (paper) and a small stand-in for --quick
+    "paper": dict(hidden_size=576, intermediate_size=1536, num_layers=30, num_heads=9, num_kv_heads=3,
+                  vocab_size=49152),
+    "quick": dict(hidden_size=128, intermediate_size=384, num_layers=4, num_heads=4, num_kv_heads=2,
+                  vocab_size=4096),
+}
+UNITS = 500
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def batch_for(context: int, rows: int, vocab: int, seed: int = 0):
+    """(ids, is_speech) of ``rows`` x (context + 1): alternating text and speech runs of 20-120 tokens."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    is_speech = torch.zeros(rows, context + 1, dtype=torch.bool)
+    for r in range(rows):
+        pos, speech = 0, bool(r % 2)
+        while pos < context + 1:
+            n = int(torch.randint(20, 121, (1,), generator=g))
+            is_speech[r, pos:pos + n] = speech
+            pos, speech = pos + n, not speech
+    ids = torch.where(is_speech, torch.randint(0, UNITS, is_speech.shape, generator=g),
+                      torch.randint(0, vocab, is_speech.shape, generator=g))
+    return ids, is_speech
+
+
+def build(name: str, shape: dict, context: int, rows: int):
+    """(a step function, tokens per step) for one contender."""
+    import torch
+
+    ids, is_speech = batch_for(context, rows, shape["vocab_size"])
+    if name == "transformers":
+        import transformers
+
+        cfg = transformers.LlamaConfig(
+            vocab_size=shape["vocab_size"], hidden_size=shape["hidden_size"],
+            intermediate_size=shape["intermediate_size"], num_hidden_layers=shape["num_layers"],
+            num_attention_heads=shape["num_heads"], num_key_value_heads=shape["num_kv_heads"],
+            max_position_embeddings=max(2048, context), tie_word_embeddings=True, rope_theta=100000.0)
+        model = transformers.LlamaForCausalLM(cfg)
+        model.resize_token_embeddings(shape["vocab_size"] + UNITS + 2 + 1)  # units, EOS, PAD; SWT
+        joint = torch.where(is_speech, ids + shape["vocab_size"] + 1, ids)  # speech ids after the text ones
+        inputs, labels = joint[:, :-1], joint[:, 1:]
+        params = list(model.parameters())
+
+        def forward():
+            return model(input_ids=inputs, labels=labels).loss
+    else:
+        from smoltolk.model.config import BASELINE, BackboneConfig, ModelConfig, SpeechConfig
+        from smoltolk.model.tslm import TextSpeechLM, shift_targets
+
+        base = name.split("-")[0].split("+")[0]
+        speech = SpeechConfig(num_units=UNITS, **(BASELINE if base == "baseline" else {}))
+        backbone = BackboneConfig(**shape, max_position_embeddings=max(2048, context), tie_word_embeddings=True)
+        model = TextSpeechLM(ModelConfig(backbone, speech))
+        model.set_memory_options(checkpoint_layers=name.endswith("+ckpt"),
+                                 loss_chunk=1024 if name.endswith("+chunk") else None)
+        params = list(model.parameters())
+        if name.endswith("-s1"):  # stage 1: only the speech parameters train
+            params = list(model.speech_parameters().values())
+            for p in model.backbone.parameters():
+                p.requires_grad_(False)
+        batch = shift_targets(ids, is_speech)
+
+        def forward():
+            return model(**batch).loss
+    model.train()
+    opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
+
+    def step():
+        forward().backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step, rows * context
+
+
+def one(args: argparse.Namespace) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    step, tokens = build(args.one, SHAPES["quick" if args.quick else "paper"], args.context, args.batch)
+    for _ in range(args.warmup):
+        step()
+    times = []
+    for _ in range(args.steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    print(json.dumps({"step_seconds": round(seconds, 3), "tokens_per_s": round(tokens / seconds, 1),
+                      "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)}))
+
+
+def run_one(name: str, context: int, args: argparse.Namespace) -> dict:
+    cmd = [sys.executable, __file__, "--one", name, "--context", str(context), "--batch", str(args.batch),
+           "--threads", str(args.threads), "--warmup", str(args.warmup), "--steps", str(args.steps)]
+    done = subprocess.run(cmd + (["--quick"] if args.quick else []), capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{name} at context {context} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="small shapes (4 layers, width 128): checks the script")
+    p.add_argument("--contexts", type=int, nargs="+", default=None, help="default: 1024 2048 (quick: 256)")
+    p.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=CONTENDERS)
+    p.add_argument("--batch", type=int, default=1, help="rows per step (default: 1)")
+    p.add_argument("--repeats", type=int, default=2, help="rounds over the contenders (default: 2)")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--steps", type=int, default=2, help="timed steps per process (default: 2)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--one", help=argparse.SUPPRESS)  # internal: one measurement in this process
+    p.add_argument("--context", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.one:
+        one(args)
+        return
+    contexts = args.contexts or ([256] if args.quick else [1024, 2048])
+    runs: dict[tuple[str, int], list[dict]] = {}
+    for r in range(args.repeats):
+        for context in contexts:
+            order = args.contenders[r % len(args.contenders):] + args.contenders[:r % len(args.contenders)]
+            for name in order:
+                log(f"round {r + 1}/{args.repeats}: {name} at context {context}")
+                runs.setdefault((name, context), []).append(run_one(name, context, args))
+    report: dict = {"shapes": "quick" if args.quick else "SmolLM-135M (paper)", "batch": args.batch,
+                    "threads": args.threads, "repeats": args.repeats, "results": {}, "ratios": {}}
+    for (name, context), rows in runs.items():
+        report["results"].setdefault(str(context), {})[name] = {
+            "step_seconds": statistics.median(x["step_seconds"] for x in rows),
+            "tokens_per_s": statistics.median(x["tokens_per_s"] for x in rows),
+            "peak_rss_gb": max(x["peak_rss_gb"] for x in rows)}
+
+    def ratio(a: str, b: str, key: str, context: int) -> float | None:
+        if (a, context) not in runs or (b, context) not in runs:
+            return None
+        return round(statistics.median(x[key] / y[key] for x, y in zip(runs[(a, context)], runs[(b, context)],
+                                                                        strict=True)), 3)
+
+    for context in contexts:
+        report["ratios"][str(context)] = {
+            "baseline_vs_transformers_tokens_per_s": ratio("baseline", "transformers", "tokens_per_s", context),
+            "baseline_vs_transformers_peak_memory": ratio("baseline", "transformers", "peak_rss_gb", context),
+            "smoltolk_vs_baseline_step_time": ratio("smoltolk", "baseline", "step_seconds", context),
+            "stage1_vs_stage2_step_time": ratio("smoltolk-s1", "smoltolk", "step_seconds", context),
+            "chunked_vs_whole_peak_memory": ratio("smoltolk+chunk", "smoltolk", "peak_rss_gb", context),
+            "checkpointed_vs_plain_peak_memory": ratio("smoltolk+ckpt", "smoltolk", "peak_rss_gb", context),
+            "checkpointed_vs_plain_step_time": ratio("smoltolk+ckpt", "smoltolk", "step_seconds", context)}
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
