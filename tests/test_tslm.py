@@ -48,14 +48,18 @@ def test_future_tokens_never_change_past_outputs(variant):
                 ids2[:, t] = torch.where(sp2[:, t], (ids2[:, t] + 1) % NUM_UNITS, (ids2[:, t] + 1) % TEXT_VOCAB)
             new = _outputs(model, ids2, sp2)
             for name in base:
-                assert torch.equal(base[name][:, :t], new[name][:, :t]), (variant, name, t)
-            assert not torch.equal(base["speech"][:, t:], new["speech"][:, t:])
+                if flip_modality and len(model.input_adapter):  # one more or fewer speech position: the input
+                    # adapter's gathered rows change shape, so kernels may round the same sums differently
+                    assert_close(new[name][:, :t], base[name][:, :t], terms=model_terms(model, 24), msg=name)
+                else:
+                    assert torch.equal(base[name][:, :t], new[name][:, :t]), (variant, name, t)
+            assert differs(new["speech"][:, t:], base["speech"][:, t:], terms=model_terms(model, 24))
 
 
 def test_input_adapter_sees_only_earlier_positions_of_its_own_speech_run():
     model = tiny_model("smoltolk")
-    captured = []
-    model.input_adapter[-1].register_forward_hook(lambda m, i, o: captured.append(o))
+    captured = []  # what the backbone receives: the input adapter's output at speech positions
+    model.backbone.layers[0].register_forward_pre_hook(lambda m, args: captured.append(args[0]))
     #                             runs:  text  | speech A      | text | speech B      | text
     is_speech = torch.tensor([[0, 0, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0]], dtype=torch.bool)
     run = torch.tensor([[-1, -1, 0, 0, 0, 0, -1, -1, 1, 1, 1, -1]])
@@ -484,3 +488,33 @@ def test_chunked_head_loss_never_holds_all_logits_and_text_lm_agrees():
     assert_close(loss2, loss, terms=model_terms(lm, 17))
     for name in grads:
         assert_close(grads2[name], grads[name], terms=model_terms(lm, 17), msg=name)
+
+
+@pytest.mark.parametrize("case", ["mixed", "starts-with-speech", "ends-with-speech", "packed", "text-only"])
+def test_input_adapter_over_speech_positions_only_equals_running_it_everywhere(case):
+    model = tiny_model("smoltolk").train()
+    ids, is_speech = mixed_batch(3, 30, seed=5)
+    doc = None
+    if case == "starts-with-speech":
+        is_speech[:, :4] = True
+    elif case == "ends-with-speech":
+        is_speech[:, -5:] = True
+    elif case == "packed":
+        doc = torch.tensor([[0] * 11 + [1] * 19, [0] * 30, [0] * 5 + [1] * 5 + [2] * 20])
+    elif case == "text-only":
+        is_speech[:] = False
+    ids = torch.where(is_speech, ids % NUM_UNITS, ids)
+    batch = shift_targets(ids, is_speech, doc)
+    terms = model_terms(model, 30)
+    loss, grads = _grads(model, batch)
+    with torch.no_grad():
+        fast = model(batch["input_ids"], batch["is_speech"], doc_ids=batch.get("doc_ids"))
+    model.adapter_speech_only = False  # the reference: the adapter over every position, masked
+    loss_ref, grads_ref = _grads(model, batch)
+    with torch.no_grad():
+        ref = model(batch["input_ids"], batch["is_speech"], doc_ids=batch.get("doc_ids"))
+    assert_close(fast.speech_logits, ref.speech_logits, terms=terms)
+    assert_close(fast.text_logits, ref.text_logits, terms=terms)
+    assert_close(loss, loss_ref, terms=terms)
+    for name in grads_ref:
+        assert_close(grads[name], grads_ref[name], terms=terms, msg=name)

@@ -181,10 +181,13 @@ class TextSpeechLM(nn.Module):
         x, run = z, None
         if len(self.input_adapter):
             in_seg, run = speech_run_segments(is_speech, doc, past, prev)
-            kv = cache.stack("input_adapter", len(self.input_adapter)) if cache is not None else None
-            adapted, _ = run_layers(self.input_adapter, z, cos, sin, in_seg, kv,
-                                    checkpoint_layers=self.backbone.checkpoint_layers)
-            x = torch.where(is_speech[..., None], adapted, z)
+            if cache is None and self.adapter_speech_only:
+                x = self._adapt_speech_only(z, is_speech, cos, sin, in_seg)
+            else:
+                kv = cache.stack("input_adapter", len(self.input_adapter)) if cache is not None else None
+                adapted, _ = run_layers(self.input_adapter, z, cos, sin, in_seg, kv,
+                                        checkpoint_layers=self.backbone.checkpoint_layers)
+                x = torch.where(is_speech[..., None], adapted, z)
 
         kv = cache.stack("backbone", len(self.backbone.layers)) if cache is not None else None
         final, layers = self.backbone.hidden(x, cos, sin, seg, kv,
@@ -218,6 +221,30 @@ class TextSpeechLM(nn.Module):
             out.text_logits = self.text_head(final)
             out.speech_logits = self.speech_head(pooled)
         return out
+
+    adapter_speech_only = True  # run the input adapter over speech positions only (no cache); False: everywhere
+
+    def _adapt_speech_only(self, z: Tensor, is_speech: Tensor, cos: Tensor, sin: Tensor, seg: Tensor) -> Tensor:
+        """The input adapter over the speech positions alone: they are gathered, in order, into (B, S) rows
+        (S: the most speech positions of any row; shorter rows are filled with some of their text positions,
+        which keep their own segment and attend only to themselves), run with their own positions and
+        segment ids, so every speech position sees exactly the keys it saw in the full sequence, and
+        scattered back. Text positions, which the adapter passes through, cost nothing."""
+        counts = is_speech.sum(1)  # (B,)
+        # at least one position, so that the adapter takes part in every graph (zero gradients without
+        # speech, as before; DDP expects a gradient for every parameter)
+        s = max(1, int(counts.max()))
+        order = torch.argsort((~is_speech).to(torch.int8), dim=1, stable=True)[:, :s]  # (B, S) speech first
+
+        def gather(x: Tensor) -> Tensor:
+            return torch.gather(x, 1, order[..., None].expand(-1, -1, x.shape[-1]))
+
+        zg = gather(z)
+        out, _ = run_layers(self.input_adapter, zg, gather(cos), gather(sin), torch.gather(seg, 1, order), None,
+                            checkpoint_layers=self.backbone.checkpoint_layers)
+        speech = torch.arange(s, device=z.device)[None, :] < counts[:, None]  # (B, S): not a filler
+        out = torch.where(speech[..., None], out, zg)
+        return z.scatter(1, order[..., None].expand(-1, -1, z.shape[-1]), out)
 
     def _pool(self, final: Tensor, layers: list[Tensor]) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """Layer pooling: (pooled (B, T, d), dynamic weights w (B, T, L) or None, the selector's entropy
