@@ -582,3 +582,26 @@ def test_cached_greedy_equals_full_recomputation_with_learned_switching():
             if kind == "switch" and i + 1 < len(c.kinds):
                 switches["to speech" if c.is_speech[i + 1] else "to text"] += 1
     assert min(switches.values()) > 0
+
+
+def test_a_one_document_prefill_uses_the_causal_kernel_and_decodes_the_same(monkeypatch):
+    import torch.nn.functional as F
+
+    from smoltolk.model.cache import Cache
+
+    model = _model("baseline")  # no input adapter: the backbone's segments are the documents
+    ids = torch.randint(0, 20, (1, 12))
+    is_speech = torch.ones_like(ids, dtype=torch.bool)
+    with torch.no_grad():
+        full = model(ids, is_speech).speech_logits
+    masks = []
+    real = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention",
+                        lambda *a, **kw: masks.append(kw.get("attn_mask")) or real(*a, **kw))
+    cache = Cache()
+    with torch.no_grad():
+        first = model(ids[:, :8], is_speech[:, :8], cache=cache).speech_logits
+        rest = model(ids[:, 8:], is_speech[:, 8:], cache=cache).speech_logits
+    layers = len(model.backbone.layers)
+    assert all(m is None for m in masks[:layers]) and all(m is not None for m in masks[layers:])
+    assert_close(torch.cat([first, rest], 1), full, terms=model_terms(model, 12))

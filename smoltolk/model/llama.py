@@ -155,7 +155,11 @@ def run_layers(layers: nn.ModuleList, x: Tensor, cos: Tensor, sin: Tensor, seg: 
         if seg is None:
             seg = torch.zeros(x.shape[:2], dtype=torch.long, device=x.device)
         past = cache.length
-        mask = attention_mask(seg, cache.begin(seg), past)
+        keys = cache.begin(seg)
+        # a first chunk that is one segment (a prompt of one document, unpadded) needs no explicit mask:
+        # the causal kernel does it (SDPA's is_causal aligns queries and keys at 0, true only when past == 0)
+        one = past == 0 and bool((seg == seg[:, :1]).all())
+        mask = None if one else attention_mask(seg, keys, past)
     outs: list[Tensor] = []
     recompute = checkpoint_layers and cache is None and torch.is_grad_enabled()
     for i, layer in enumerate(layers):
