@@ -64,8 +64,11 @@ def batch_for(context: int, rows: int, vocab: int, seed: int = 0):
     return ids, is_speech
 
 
-def build(name: str, shape: dict, context: int, rows: int):
-    """(a step function, tokens per step) for one contender."""
+def build(name: str, shape: dict, context: int, rows: int, device: str = "cpu", bf16: bool = False,
+          compile_model: bool = False):
+    """(a step function, tokens per step, parameter count) for one contender."""
+    import contextlib
+
     import torch
 
     ids, is_speech = batch_for(context, rows, shape["vocab_size"])
@@ -104,15 +107,25 @@ def build(name: str, shape: dict, context: int, rows: int):
 
         def forward():
             return model(**batch).loss
-    model.train()
+    model.train().to(device)
+    if name != "transformers":
+        batch.update({k: v.to(device) for k, v in batch.items()})
+    else:
+        inputs, labels = inputs.to(device), labels.to(device)
     opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
+    run = torch.compile(forward) if compile_model else forward
+    autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
     def step():
-        forward().backward()
+        with autocast:
+            loss = run()
+        loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
 
-    return step, rows * context
+    return step, rows * context, sum(p.numel() for p in model.parameters())
 
 
 def one(args: argparse.Namespace) -> None:
@@ -120,7 +133,8 @@ def one(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    step, tokens = build(args.one, SHAPES["quick" if args.quick else "paper"], args.context, args.batch)
+    step, tokens, params = build(args.one, SHAPES["quick" if args.quick else "paper"], args.context, args.batch,
+                                 args.device, args.bf16, args.compile)
     for _ in range(args.warmup):
         step()
     times = []
@@ -129,14 +143,22 @@ def one(args: argparse.Namespace) -> None:
         step()
         times.append(time.perf_counter() - start)
     seconds = statistics.median(times)
-    print(json.dumps({"step_seconds": round(seconds, 3), "tokens_per_s": round(tokens / seconds, 1),
-                      "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)}))
+    row = {"step_seconds": round(seconds, 3), "tokens_per_s": round(tokens / seconds, 1),
+           "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)}
+    if args.device.startswith("cuda"):
+        row["peak_cuda_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+    if args.peak_flops:  # 6 x parameters x tokens: forward and backward of every weight
+        row["mfu"] = round(6 * params * tokens / seconds / args.peak_flops, 4)
+    print(json.dumps(row))
 
 
 def run_one(name: str, context: int, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--one", name, "--context", str(context), "--batch", str(args.batch),
-           "--threads", str(args.threads), "--warmup", str(args.warmup), "--steps", str(args.steps)]
-    done = subprocess.run(cmd + (["--quick"] if args.quick else []), capture_output=True, text=True)
+           "--threads", str(args.threads), "--warmup", str(args.warmup), "--steps", str(args.steps),
+           "--device", args.device]
+    cmd += ["--quick"] * args.quick + ["--bf16"] * args.bf16 + ["--compile"] * args.compile
+    cmd += ["--peak-flops", str(args.peak_flops)] if args.peak_flops else []
+    done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{name} at context {context} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -152,6 +174,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--steps", type=int, default=2, help="timed steps per process (default: 2)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (bench/gpu.sh)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (fp32 master weights), as run.precision=bf16")
+    p.add_argument("--compile", action="store_true", help="torch.compile the forward pass")
+    p.add_argument("--peak-flops", type=float, default=None, help="the device's peak FLOP/s: adds MFU")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: one measurement in this process
     p.add_argument("--context", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -167,12 +193,15 @@ def main(argv: list[str] | None = None) -> None:
                 log(f"round {r + 1}/{args.repeats}: {name} at context {context}")
                 runs.setdefault((name, context), []).append(run_one(name, context, args))
     report: dict = {"shapes": "quick" if args.quick else "SmolLM-135M (paper)", "batch": args.batch,
-                    "threads": args.threads, "repeats": args.repeats, "results": {}, "ratios": {}}
+                    "threads": args.threads, "device": args.device, "bf16": args.bf16, "compile": args.compile,
+                    "repeats": args.repeats, "results": {}, "ratios": {}}
     for (name, context), rows in runs.items():
         report["results"].setdefault(str(context), {})[name] = {
             "step_seconds": statistics.median(x["step_seconds"] for x in rows),
             "tokens_per_s": statistics.median(x["tokens_per_s"] for x in rows),
-            "peak_rss_gb": max(x["peak_rss_gb"] for x in rows)}
+            "peak_rss_gb": max(x["peak_rss_gb"] for x in rows),
+            **({"peak_cuda_gb": max(x["peak_cuda_gb"] for x in rows)} if "peak_cuda_gb" in rows[0] else {}),
+            **({"mfu": statistics.median(x["mfu"] for x in rows)} if "mfu" in rows[0] else {})}
 
     def ratio(a: str, b: str, key: str, context: int) -> float | None:
         if (a, context) not in runs or (b, context) not in runs:
