@@ -7,7 +7,8 @@ the held-out topics: tStoryCloze T->S and S->T, the lexical cloze (calibrated T-
 speech NLL. Each finished run appends one JSON line to ``OUT/results.jsonl`` and deletes its
 weights; a re-run skips what is there, so a killed study resumes where it stopped. Runs go from the
 smallest budget up, so a partial study already covers every model. ``--plot`` redraws
-``OUT/scaling.png`` and ``OUT/scaling.json`` (means and spreads over seeds) from the results.
+``OUT/scaling.png`` and ``OUT/scaling.json`` (means and spreads over seeds) from the results, ``summary.md``
+(every run) and ``seeds.md`` / ``seeds.json`` (mean and range over seeds, held-out and heard topics).
 
     .venv/bin/python bench/scaling.py --out runs/scaling            # hours of CPU: run it in the background
     .venv/bin/python bench/scaling.py --out runs/scaling --plot     # the figure from what has finished
@@ -245,6 +246,59 @@ def table(out: Path) -> str:
     return text
 
 
+SEED_COLUMNS = {  # label -> (split, path in the results)
+    "held-out tSC T→S": ("held_out", ("tstorycloze_xmodal", "settings", "T->S", "accuracy")),
+    "held-out tSC S→T": ("held_out", ("tstorycloze_xmodal", "settings", "S->T", "accuracy")),
+    "held-out cloze T→S cal": ("held_out", ("lexical_cloze", "settings", "T->S", "calibrated", "accuracy")),
+    "held-out cloze S→T cal": ("held_out", ("lexical_cloze", "settings", "S->T", "calibrated", "accuracy")),
+    "heard tSC T→S": ("heard", ("tstorycloze_xmodal", "settings", "T->S", "accuracy")),
+    "heard tSC S→T": ("heard", ("tstorycloze_xmodal", "settings", "S->T", "accuracy")),
+    "heard cloze S cal": ("heard", ("lexical_cloze", "settings", "S", "calibrated", "accuracy")),
+    "heard cloze T→S cal": ("heard", ("lexical_cloze", "settings", "T->S", "calibrated", "accuracy")),
+}
+
+
+def seed_table(out: Path) -> str | None:
+    """``OUT/seeds.md`` (and ``seeds.json``): mean and range over seeds of every (model, width, steps) run
+    with two seeds or more, held-out and heard topics; None when there is none."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in read_results(out / "results.jsonl"):
+        groups.setdefault((r["width"], r["steps"], r["model"]), []).append(r)
+    groups = {k: v for k, v in groups.items() if len(v) >= 2}
+    if not groups:
+        return None
+
+    def value(r: dict, split: str, keys: tuple) -> float | None:
+        node = r["results"] if split == "held_out" else r["results"].get("heard", {})
+        for k in keys:
+            if not isinstance(node, dict) or k not in node:
+                return None
+            node = node[k]
+        return float(node)
+
+    lines = ["| model | width | steps | seeds | " + " | ".join(SEED_COLUMNS) + " |",
+             "|" + "---|" * (4 + len(SEED_COLUMNS))]
+    data = []
+    order = sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], MODELS.index(kv[0][2])))
+    for (width, steps, model), rs in order:
+        entry = {"model": model, "width": width, "steps": steps, "seeds": sorted(r["seed"] for r in rs)}
+        cells = [model, str(width), str(steps), ",".join(map(str, entry["seeds"]))]
+        for label, (split, keys) in SEED_COLUMNS.items():
+            vals = [v for v in (value(r, split, keys) for r in rs) if v is not None]
+            if not vals:
+                cells.append("-")
+                continue
+            mean = sum(vals) / len(vals)
+            entry[label] = {"mean": mean, "min": min(vals), "max": max(vals), "n": len(vals)}
+            cells.append(f"{100 * mean:.1f} ({100 * min(vals):.0f}-{100 * max(vals):.0f})")
+        lines.append("| " + " | ".join(cells) + " |")
+        data.append(entry)
+    text = "\n".join(lines) + "\n"
+    (out / "seeds.md").write_text(text)
+    (out / "seeds.json").write_text(json.dumps(data, indent=2) + "\n")
+    return text
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="runs/scaling")
@@ -275,6 +329,7 @@ def main() -> int:
     if (Path(args.out) / "results.jsonl").is_file():
         data = plot(Path(args.out))
         table(Path(args.out))
+        seed_table(Path(args.out))
         print(json.dumps({"points": len(data["points"]), "figure": str(Path(args.out) / "scaling.png")}))
     return 0
 

@@ -26,3 +26,26 @@ def test_scaling_study_smallest_setting_runs_resumes_and_plots(tmp_path):
     assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 3
     data = json.loads((tmp_path / "scaling.json").read_text())
     assert len(data["points"]) == 3 and (tmp_path / "scaling.png").stat().st_size > 10_000
+
+
+def test_seed_table_gives_mean_and_range_per_model(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("scaling", SCRIPT)
+    scaling = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scaling)
+
+    def row(model, seed, held, heard):
+        xm = {"tstorycloze_xmodal": {"settings": {"T->S": {"accuracy": held}, "S->T": {"accuracy": held}}}}
+        hx = {"tstorycloze_xmodal": {"settings": {"T->S": {"accuracy": heard}, "S->T": {"accuracy": heard}}}}
+        return {"key": f"{model}-{seed}", "width": 8, "steps": 4, "model": model, "seed": seed,
+                "results": {**xm, "heard": hx}}
+
+    rows = [row("smoltolk", 0, 0.5, 0.6), row("smoltolk", 1, 0.6, 0.8), row("baseline", 0, 0.5, 0.5)]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = scaling.seed_table(tmp_path)
+    lines = [line for line in text.splitlines() if line.startswith("| smoltolk")]
+    assert len(lines) == 1 and "| 0,1 | 55.0 (50-60) | 55.0 (50-60) | - | - | 70.0 (60-80) |" in lines[0]
+    assert "baseline" not in text  # one seed: not in the table
+    data = json.loads((tmp_path / "seeds.json").read_text())
+    assert data[0]["heard tSC T→S"] == {"mean": 0.7, "min": 0.6, "max": 0.8, "n": 2}
