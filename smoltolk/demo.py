@@ -136,7 +136,7 @@ def run_demo(out: str | Path, seed: int = 0, quick: bool = False, progress: bool
     analysis = _analyze(world_dir, models["smoltolk"], out / "analysis", progress)
     stage("analysis")
     say("[6/6] samples and the report")
-    samples = _samples(models["smoltolk"], world_dir)
+    samples = _samples(models["smoltolk"], world_dir, out)
     summary = {"seed": seed, "size_name": size_name, "size": dataclasses.asdict(size),
                "world": {k: world[k] for k in world if k != "notes"},
                "results": results, "segmentation": analysis.get("segmentation", {}),
@@ -300,21 +300,35 @@ def _final_entropy(out: Path) -> float | None:
     return values[-1] if values else None
 
 
-def _samples(model_dir: Path, world_dir: Path) -> list[dict]:
+def _samples(model_dir: Path, world_dir: Path, out: Path | None = None, n_speech: int = 3) -> list[dict]:
+    """Greedy continuations by the model: one in text, ``n_speech`` in speech, the speech read back as the
+    world's words (:mod:`smoltolk.world.decode`) and, when espeak-ng is there, said into ``out/samples/*.wav``."""
+    import shutil
+
     from smoltolk.generate import generate
     from smoltolk.model.hf import load_tokenizer
     from smoltolk.model.tslm import TextSpeechLM
+    from smoltolk.world.decode import WorldDecoder
 
     model = TextSpeechLM.from_pretrained(model_dir).eval()
     tok = load_tokenizer(world_dir / "tokenizer.json")
-    story = json.loads((world_dir / "text.jsonl").read_text().splitlines()[0])["text"]
-    prompt = " ".join(story.split()[:12])
-    out = []
-    for to in ("text", "speech"):
-        gen = generate(model, [prompt], tokenizer=tok, to=to, max_new_tokens=24, temperature=0.0)
-        out.append({"prompt": prompt, "to": to,
-                    "output": gen.text(tok) if to == "text" else " ".join(map(str, gen.units))})
-    return out
+    stories = [json.loads(line)["text"] for line in (world_dir / "text.jsonl").read_text().splitlines()[:n_speech]]
+    prompts = [" ".join(story.split()[:12]) for story in stories]
+    gen = generate(model, [prompts[0]], tokenizer=tok, to="text", max_new_tokens=24, temperature=0.0)
+    samples = [{"prompt": prompts[0], "to": "text", "output": gen.text(tok)}]
+    decoder, espeak = WorldDecoder(), shutil.which("espeak-ng") is not None and out is not None
+    for i, prompt in enumerate(prompts):
+        gen = generate(model, [prompt], tokenizer=tok, to="speech", max_new_tokens=40, temperature=0.0)
+        reading = decoder.read(gen.units)
+        sample = {"prompt": prompt, "to": "speech", "output": " ".join(map(str, gen.units)),
+                  "words": reading.text, "phoneme_edits": reading.edits}
+        if espeak and reading.words:
+            from smoltolk.world.audio import speak_words
+
+            speak_words(list(reading.words), out / "samples" / f"speech-{i}.wav")
+            sample["wav"] = f"samples/speech-{i}.wav"
+        samples.append(sample)
+    return samples
 
 
 def _size_line(summary: dict) -> str:
@@ -347,9 +361,16 @@ def render_report(summary: dict) -> str:
     lines += _selector_lines(summary)
     lines += _audio_lines(summary.get("audio"))
     if summary.get("samples"):
-        lines += ["", "Greedy continuations by SmolTolk:"]
+        lines += ["", "Greedy continuations by SmolTolk (speech read back as the world's words: units -> phonemes "
+                  "-> the nearest words, with how many phoneme edits that took; the audio is those words said by "
+                  "espeak-ng):"]
         for s in summary["samples"]:
-            lines.append(f"- to {s['to']}: \"{s['prompt']}\" -> {s['output']}")
+            if s["to"] == "speech" and "words" in s:
+                audio = f" ([audio]({s['wav']}))" if s.get("wav") else ""
+                lines.append(f"- to speech: \"{s['prompt']}\" -> \"{s['words']}\" ({s['phoneme_edits']} phoneme "
+                             f"edits){audio}; units: {s['output']}")
+            else:
+                lines.append(f"- to {s['to']}: \"{s['prompt']}\" -> {s['output']}")
     lines += _figure_lines(summary)
     lines += ["", "## What this run showed", "", *conclusions(summary)]
     if summary.get("stage_seconds"):

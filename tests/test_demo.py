@@ -44,6 +44,14 @@ def test_quick_demo_produces_every_artefact(tmp_path, capsys):
              if "val/lexical_cloze/settings/T->S/calibrated/accuracy" in r]
     assert len(curve) >= 3 and all(0 <= v <= 1 for v in curve)  # a learning curve of the cross-modal cloze
     assert report.count("| held_out |") == len(MODELS)
+    speech = [s for s in summary["samples"] if s["to"] == "speech"]  # read back as words, said when possible
+    assert len(speech) == 3 and all("words" in s and s["phoneme_edits"] >= 0 for s in speech)
+    assert sum(line.startswith("- to speech:") for line in report.splitlines()) == 3
+    import shutil
+
+    if shutil.which("espeak-ng"):
+        wavs = [s["wav"] for s in speech if "wav" in s]
+        assert wavs and all((out / w).stat().st_size > 1000 and f"]({w})" in report for w in wavs)
     assert "## What this run showed" in report and "- Cross-modal transfer" in report
     figures = [line.split("(")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]
     assert len(figures) >= 4 and all((out / f).is_file() for f in figures)  # every figure linked, and there
