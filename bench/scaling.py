@@ -274,7 +274,7 @@ def seed_table(out: Path) -> str | None:
             if not isinstance(node, dict) or k not in node:
                 return None
             node = node[k]
-        return float(node)
+        return float(node) if isinstance(node, (int, float)) else None
 
     lines = ["| model | width | steps | seeds | " + " | ".join(SEED_COLUMNS) + " |",
              "|" + "---|" * (4 + len(SEED_COLUMNS))]

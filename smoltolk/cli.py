@@ -91,6 +91,8 @@ def _cmd_generate(args: argparse.Namespace) -> None:
     if args.wav is not None and args.vocoder is None and args.centroids is None and args.world is None:
         raise InputError("--wav needs --vocoder (a unit vocoder), --centroids (log-mel k-means units) or --world DIR "
                          "(mini-world speech, said by espeak-ng)")
+    if args.world is not None and args.wav is not None and args.vocoder is None and args.to == "text":
+        raise InputError("--world with --wav says generated speech, but --to text generates none")
     if args.world is not None and not (Path(args.world) / "world.json").is_file():
         raise InputError(f"{args.world}: not a mini-world directory (no world.json); --world reads its speech as words")
     for option, path in (("--out", args.out), ("--wav", args.wav)):
@@ -114,6 +116,9 @@ def _cmd_generate(args: argparse.Namespace) -> None:
         vocoder = CentroidVocoder(load_centroids(args.centroids), make_features(args.features))
     prompt = [value if kind == "text" else Speech(tuple(read_units(value))) for kind, value in args.prompt]
     model = TextSpeechLM.from_pretrained(args.checkpoint, device=args.device).eval()
+    if args.centroids and len(vocoder.centroids) != model.num_units:
+        raise InputError(f"{args.centroids}: {len(vocoder.centroids)} centroids, but the model has "
+                         f"{model.num_units} units (give the centroids its speech was tokenized with)")
     bar = tqdm(stream(model, [prompt], tokenizer=tokenizer, config=cfg), total=cfg.max_new_tokens, unit="tok",
                desc="generate", file=sys.stderr, delay=2.0)  # appears only for outputs that take a while
     gen = collect(bar, 1)[0]
@@ -140,7 +145,9 @@ def _read_world_speech(gen, wav: str | None) -> None:
             reading = decoder.read(ids)
             said += reading.words
             print(f"speech as words ({reading.edits} phoneme edits from them): {reading.text}", file=sys.stderr)
-    if wav is not None:
+    if wav is not None and not said:
+        print(f"no speech to say: {wav} not written", file=sys.stderr)
+    elif wav is not None:
         from smoltolk.world.audio import speak_words
 
         seconds = speak_words(said, wav)

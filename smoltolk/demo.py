@@ -197,7 +197,7 @@ def recipe(name: str) -> Path:
 def _settings(size: DemoSize, seed: int, out_dir: Path, progress: bool, **stages: int) -> list[str]:
     """Overrides every demo run takes: its size, seed, output folder and (if given) stage lengths."""
     out = [f"data.context={size.context}", f"data.seed={seed}", f"schedule.micro_batch={size.micro_batch}",
-           f"run.seed={seed}", f"run.out_dir={out_dir}", f"run.progress={str(progress).lower()}"]
+           f"run.seed={seed}", f"run.out_dir={json.dumps(str(out_dir))}", f"run.progress={str(progress).lower()}"]
     return out + [f"schedule.{k}={v}" for k, v in stages.items()]
 
 
@@ -217,7 +217,7 @@ def pretrain_backbone(data: Path, work: Path, size: DemoSize, seed: int, tok: Pa
              "intermediate_size": size.width * 3, "num_layers": size.layers, "num_heads": heads,
              "num_kv_heads": max(1, heads // 2), "max_position_embeddings": 4 * size.context, "eos_token_id": eos}
     settings = _settings(size, seed, work / "runs" / "text-pretrain", progress, stage2_steps=size.pretrain_steps)
-    settings += [f"model.tokenizer={tok}", f"data.datasets={json.dumps(_datasets(data, ('text',)))}"]
+    settings += [f"model.tokenizer={json.dumps(str(tok))}", f"data.datasets={json.dumps(_datasets(data, ('text',)))}"]
     settings += [f"model.backbone.{k}={v}" for k, v in shape.items()]
     return _export(_run("text-pretrain", settings)["checkpoint"], work / "models" / "backbone")
 
@@ -233,7 +233,7 @@ def train_model(data: Path, work: Path, name: str, backbone_dir: Path, size: Dem
     total = size.stage1_steps + size.stage2_steps
     settings = _settings(size, seed, work / "runs" / name, progress, stage1_steps=size.stage1_steps,
                          stage2_steps=size.stage2_steps)
-    settings += [f"model.backbone_dir={backbone_dir}",
+    settings += [f"model.backbone_dir={json.dumps(str(backbone_dir))}",  # JSON: paths stay literal
                  f"data.datasets={json.dumps(_datasets(data, ('speech', 'text', 'interleaved'), audio))}",
                  f"optim.warmup_steps={max(1, size.stage1_steps // 4)}",
                  f"validation.every={max(1, total // 4) if validation else 0}",

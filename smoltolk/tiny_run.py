@@ -4,7 +4,7 @@ same pieces a real run uses.
 It makes the synthetic prepared corpus of ``smoltolk synth-data`` (a small BPE tokenizer, a text
 corpus and pseudo-speech in which each word has a fixed pronunciation), writes a tiny random text
 LM as a Hugging Face directory, then trains SmolTolk and the vocabulary-expansion baseline from it
-with the real two-stage trainer (``smoltolk.train``, the settings of ``recipes/tiny.yaml``),
+with the real two-stage trainer (``smoltolk.train``; a smaller, shorter cousin of ``recipes/tiny.yaml``),
 checks that cached decoding equals the full forward and that the saved model reloads exactly, and
 prints the losses. (It proves the machinery, not the paper's claim: that is the mini-world demo's job.)
 """
@@ -25,15 +25,16 @@ MODELS = {"smoltolk": {}, "baseline": BASELINE}  # speech-config switches
 
 
 def _settings(data: dict[str, str], backbone: Path, out: Path, name: str, steps: int, seed: int) -> list[str]:
-    """The training config, as ``recipes/tiny.yaml`` with the paths and step counts of this run."""
+    """The training config: a tiny SmolTolk or baseline on synth-data's corpus (context 128, micro-batch 8,
+    a tenth of the steps in stage 1), for the real trainer."""
     stage1 = max(1, steps // 10)
-    datasets = (f"[{{path: {data['speech']}, modality: speech}}, {{path: {data['text']}, modality: text}}, "
-                f"{{path: {data['speech']}, modality: interleaved}}]")
+    datasets = json.dumps([{"path": data["speech"], "modality": "speech"}, {"path": data["text"], "modality": "text"},
+                           {"path": data["speech"], "modality": "interleaved"}])  # JSON: paths stay literal
     speech = json.dumps(to_dict(SpeechConfig(**MODELS[name])))
-    return [f"model.backbone_dir={backbone}", f"model.speech={speech}", "data.context=128",
+    return [f"model.backbone_dir={json.dumps(str(backbone))}", f"model.speech={speech}", "data.context=128",
             f"data.datasets={datasets}", "optim.lr=3e-3", f"optim.warmup_steps={max(1, stage1 // 2)}",
             f"schedule.stage1_steps={stage1}", f"schedule.stage2_steps={steps - stage1}", "schedule.micro_batch=8",
-            f"run.out_dir={out / 'runs' / name}", "run.checkpoint_every=0", "run.precision=fp32",
+            f"run.out_dir={json.dumps(str(out / 'runs' / name))}", "run.checkpoint_every=0", "run.precision=fp32",
             "run.resume=never", f"run.seed={seed}"]
 
 

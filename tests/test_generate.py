@@ -466,7 +466,13 @@ def test_centroid_vocoder_audio_tokenizes_back_to_its_units(rate):
 def test_cli_generate_writes_log_mel_units_as_audio_without_weights(checkpoint, tmp_path, capsys):
     from smoltolk.data.speech_tokenizer import LogMelFeatures
 
-    centroids = _tone_centroids(LogMelFeatures(frame_rate=25.0), freqs=np.linspace(200, 4000, 24))
+    centroids = _tone_centroids(LogMelFeatures(frame_rate=25.0), freqs=np.linspace(200, 4000, NUM_UNITS + 1))
+    np.save(tmp_path / "bad.npy", centroids)
+    argv = ["generate", str(checkpoint), "--units", str(tmp_path / "u.json"), "--to", "speech"]
+    (tmp_path / "u.json").write_text("[1, 2, 3]")
+    assert main(argv + ["--centroids", str(tmp_path / "bad.npy"), "--wav", str(tmp_path / "x.wav")]) == 2
+    assert f"{NUM_UNITS + 1} centroids, but the model has {NUM_UNITS} units" in capsys.readouterr().err
+    centroids = centroids[:NUM_UNITS]
     np.save(tmp_path / "c.npy", centroids)  # as many centroids as the tiny model has units
     (tmp_path / "u.json").write_text("[1, 2, 3]")
     assert main(["generate", str(checkpoint), "--units", str(tmp_path / "u.json"), "--to", "speech",

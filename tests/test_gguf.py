@@ -187,3 +187,17 @@ def test_convert_gguf_command_output_wraps(tiny_hf, bpe_tokenizer_file, tmp_path
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     assert main(["convert-gguf", str(tmp_path / "m.gguf"), str(tmp_path / "mine")]) != 0  # never replaces others' files
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_convert_replaces_its_own_output_but_never_another_model(tiny_hf, bpe_tokenizer_file, tmp_path):
+    write_gguf(tmp_path / "m.gguf", tiny_hf, bpe_tokenizer_file)
+    convert_gguf(tmp_path / "m.gguf", tmp_path / "out")
+    convert_gguf(tmp_path / "m.gguf", tmp_path / "out")  # a re-run replaces what it wrote
+    tiny_hf.save_pretrained(tmp_path / "model")  # a real model's directory: same file names, no marker
+    for extra in (tmp_path / "model").iterdir():
+        if extra.name not in ("config.json", "model.safetensors"):
+            extra.unlink()
+    before = (tmp_path / "model" / "config.json").read_bytes()
+    with pytest.raises(CheckpointError, match="refusing to replace"):
+        convert_gguf(tmp_path / "m.gguf", tmp_path / "model")
+    assert (tmp_path / "model" / "config.json").read_bytes() == before

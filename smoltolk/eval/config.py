@@ -106,16 +106,16 @@ TASK_NAMES = tuple(vars(TasksConfig()).keys())
 
 def build_eval_config(path: str | None = None, tasks: list[str] | None = None, overrides: list[str] | None = None,
                       **settings: object) -> EvalConfig:
-    """File (optional) <- ``NAME=PATH`` tasks <- ``key=value`` overrides <- settings given directly (not None),
-    through :func:`smoltolk.config.load_config`."""
+    """File (optional) <- ``key=value`` overrides <- ``NAME=PATH`` tasks (paths taken literally) <- settings
+    given directly (not None), through :func:`smoltolk.config.load_config`."""
     from smoltolk.config import load_config
 
-    task_paths = []
+    paths: dict[str, object] = {}  # literal paths (not parsed as YAML: '#', ':' or 'no' stay as written)
     for spec in tasks or []:
         name, sep, value = spec.partition("=")
         if not sep or not value:
             raise ConfigError(f"--tasks {spec!r}: expected NAME=PATH with NAME one of {list(TASK_NAMES)}")
         if name not in TASK_NAMES:
             raise ConfigError(f"--tasks {spec!r}: unknown task {name!r}; tasks are {list(TASK_NAMES)}")
-        task_paths.append(f"tasks.{name}.path={value}")
-    return load_config(EvalConfig, path, task_paths + list(overrides or []), settings, where="eval config")
+        paths[f"tasks.{name}.path"] = value
+    return load_config(EvalConfig, path, list(overrides or []), {**paths, **settings}, where="eval config")

@@ -26,6 +26,7 @@ from smoltolk.errors import CheckpointError, ConfigError
 from smoltolk.model.io import WEIGHTS, atomic_directory
 
 ARCHITECTURES = ("llama",)  # general.architecture values read (SmolLM, SmolLM2, Llama 1-3, TinyLlama)
+CONVERTED_KEY = "smoltolk_converted_from"  # in config.json: the GGUF file a directory was converted from
 
 # GGUF tensor name -> Hugging Face name ({i}: the layer)
 _LAYER_NAMES = {
@@ -126,6 +127,7 @@ def hf_config_from_gguf(fields: _Fields, vocab_size: int, tied: bool) -> dict[st
         "rope_scaling": None if rope["rope_type"] == "default" else rope,
         "rope_parameters": rope,
         "torch_dtype": "float32",
+        CONVERTED_KEY: fields.path.name,  # marks a directory this converter wrote (it may replace it)
     }
 
 
@@ -247,4 +249,12 @@ def convert_gguf(path: str | Path, out_dir: str | Path, tokenizer: str | Path | 
 
 
 def _is_converted(directory: Path) -> bool:
-    return {p.name for p in directory.iterdir()} <= {"config.json", WEIGHTS, "tokenizer.json"}
+    """Only a directory this converter wrote (its files, and the marker in config.json) is replaced."""
+    import json
+
+    if not {p.name for p in directory.iterdir()} <= {"config.json", WEIGHTS, "tokenizer.json"}:
+        return False
+    try:
+        return CONVERTED_KEY in json.loads((directory / "config.json").read_text())
+    except (OSError, ValueError):
+        return False

@@ -150,7 +150,7 @@ def hf_config_from_backbone(cfg: BackboneConfig) -> dict[str, Any]:
         "rms_norm_eps": cfg.rms_norm_eps,
         "tie_word_embeddings": cfg.tie_word_embeddings,
         **flags,
-        **({"use_sliding_window": False} if family.sliding_window_default is not None else {}),
+        **({"use_sliding_window": False, "sliding_window": None} if family.sliding_window_default is not None else {}),
         "max_position_embeddings": cfg.max_position_embeddings,
         "bos_token_id": cfg.bos_token_id,
         "eos_token_id": cfg.eos_token_id,

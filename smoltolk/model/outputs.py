@@ -25,14 +25,15 @@ def head_cross_entropy_sum(head: Callable[[Tensor], Tensor], hidden: Tensor, tar
         return F.cross_entropy(head(h).float(), t, reduction="sum")
 
     n = hidden.shape[0]
-    if chunk is None or n <= chunk or not torch.is_grad_enabled():
+    if chunk is None or n <= chunk:
         return piece(hidden, targets)
     from torch.utils.checkpoint import checkpoint
 
+    grad = torch.is_grad_enabled()  # without gradients (validation) the pieces need no recomputation
     total = hidden.new_zeros((), dtype=torch.float32)
     for start in range(0, n, chunk):
-        total = total + checkpoint(piece, hidden[start:start + chunk], targets[start:start + chunk],
-                                   use_reentrant=False)
+        h, t = hidden[start:start + chunk], targets[start:start + chunk]
+        total = total + (checkpoint(piece, h, t, use_reentrant=False) if grad else piece(h, t))
     return total
 
 

@@ -230,7 +230,8 @@ class TextSpeechLM(nn.Module):
         which keep their own segment and attend only to themselves), run with their own positions and
         segment ids, so every speech position sees exactly the keys it saw in the full sequence, and
         scattered back. Text positions, which the adapter passes through, cost nothing."""
-        counts = is_speech.sum(1)  # (B,)
+        counts = is_speech.sum(1)  # (B,); S below reads it on the host (a sync, and under torch.compile a
+        # shape that changes from batch to batch: recompiles until dynamic shapes settle)
         # at least one position, so that the adapter takes part in every graph (zero gradients without
         # speech, as before; DDP expects a gradient for every parameter)
         s = max(1, int(counts.max()))
