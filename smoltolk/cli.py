@@ -454,7 +454,8 @@ COMMANDS = [
         arg("--tokenizer", default=None, help="tokenizer.json (default: <checkpoint>/tokenizer.json)"),
         arg("--out", default=None, help="write the output here instead of stdout"),
         arg("--vocoder", default=None, help="a local, trusted TorchScript or .pt2 unit vocoder (see README)"),
-        arg("--wav", default=None, help="with --vocoder: write the generated units as audio here"),
+        arg("--wav", default=None, help="write the generated speech as audio here (with --vocoder, --centroids or "
+            "--world)"),
         arg("--sample-rate", type=POSITIVE, default=None, help="the vocoder's sample rate, if it does not say"),
         arg("--centroids", default=None, help="with --wav: the k-means centroids of log-mel units "
             "(.npy / .safetensors): audio by Griffin-Lim from the centroids, no vocoder weights"),
