@@ -101,7 +101,8 @@ def study(args) -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    base = dataclasses.replace(SIZES["quick" if args.quick else "default"], speakers=args.speakers)
+    base = dataclasses.replace(SIZES["quick" if args.quick else "default"], speakers=args.speakers,
+                               carriers=args.carriers)
     results = out / "results.jsonl"
     done = {r["key"] for r in read_results(results)}
     todo = [r for r in plan(args.widths, args.budgets, args.seeds, args.extra_seeds, args.models)
@@ -136,6 +137,7 @@ def study(args) -> None:
         row = {"key": key, "width": width, "steps": steps, "model": model, "seed": seed, "params": params,
                "tokens": tokens, "flops": 6 * params * tokens, "train_seconds": round(train_seconds, 1),
                "threads": torch.get_num_threads(), "overrides": args.set, "speakers": args.speakers,
+               "carriers": args.carriers,
                "metrics": {m: _dig(res[task], keys) for m, (task, keys, _) in METRICS.items()},
                "results": res}
         with open(results, "a") as f:
@@ -316,6 +318,9 @@ def main() -> int:
                          "use a separate --out per lever")
     ap.add_argument("--speakers", type=int, default=4, help="pseudo-speech voices of the world (a lever: "
                     "each voice realises most phonemes with its own units)")
+    ap.add_argument("--carriers", choices=("plain", "echo"), default="plain", help="how the world's held-out words "
+                    "are heard alone (a lever: echo says each twice, so interleaved samples can pair its text and "
+                    "its sound)")
     ap.add_argument("--quick", action="store_true", help="the demo's --quick world and sizes (for tests)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--plot", action="store_true", help="only redraw the figure from the results")

@@ -296,7 +296,8 @@ def _cmd_world(args: argparse.Namespace) -> None:
     from smoltolk.demo import SIZES, prepare_world
 
     start = time.perf_counter()
-    size = dataclasses.replace(SIZES["quick" if args.quick else "default"], speakers=args.speakers)
+    size = dataclasses.replace(SIZES["quick" if args.quick else "default"], speakers=args.speakers,
+                               carriers=args.carriers)
     world_dir, world, _ = prepare_world(Path(args.out), size, args.seed, progress=True, tokenizer=args.tokenizer)
     print(json.dumps({"world": str(world_dir), "data": str(Path(args.out) / "data"), "counts": world["counts"],
                       "tokenizer": args.tokenizer or str(world_dir / "tokenizer.json"),
@@ -381,6 +382,9 @@ COMMANDS = [
         arg("out", help="output directory: world/ (manifests, bench/) and data/{text,speech}/ shards"),
         arg("--seed", type=SEED, default=0),
         arg("--speakers", type=POSITIVE, default=4, help="pseudo-speech voices (default: 4)"),
+        arg("--carriers", choices=("plain", "echo"), default="plain", help="how held-out words are heard alone: "
+            "plain ('kate said the word drill') or echo (said twice, so interleaved data can pair a word's text "
+            "with its sound; default: plain)"),
         arg("--quick", action="store_true", help="the quick demo's small world"),
         arg("--tokenizer", help="prepare the text with this tokenizer.json (a real backbone's) instead of "
                                 "the world's own small BPE"),

@@ -35,6 +35,7 @@ class DemoSize:
     stage2_steps: int
     n_audio: int = 150  # speech-corpus stories read by espeak-ng with --audio (smoltolk.world.audio)
     speakers: int = 4  # pseudo-speech voices (smoltolk.world.speech.PseudoSpeech), training and benchmarks alike
+    carriers: str = "plain"  # carrier frames of held-out words (smoltolk.world.world.CARRIER_STYLES), a lever
 
 
 MODELS = ("baseline", "smoltolk", "smoltolk-no-adapters")  # the demo's models: recipes/demo/<name>.yaml
@@ -164,7 +165,7 @@ def prepare_world(out: Path, size: DemoSize, seed: int, progress: bool, tokenize
                           f"MIN_GAP_WORDS = {MIN_GAP_WORDS} words for the knowledge split to hold")
     world = build_world(world_dir, seed=seed, n_text=size.n_text, n_speech=size.n_speech,
                         n_bench_stories=size.n_bench_stories, n_bench_pairs=size.n_bench_pairs,
-                        speakers=size.speakers, min_gap_words=MIN_GAP_WORDS)
+                        speakers=size.speakers, min_gap_words=MIN_GAP_WORDS, carriers=size.carriers)
     tok = Path(tokenizer) if tokenizer is not None else world_dir / "tokenizer.json"
     settings = PrepareSettings(str(tok), text_eos_id=default_text_eos_id(tok), shard_size=max(size.n_text // 2, 1),
                                workers=1)

@@ -82,7 +82,9 @@ def test_split_holds_and_text_covers_the_whole_world(world):
 def test_split_violations_catch_associations_and_close_mentions():
     split = Split.make(0, held_out=["kitchen", "lake"])
     story = "tom went to the kitchen he picked up the pan then he fried an egg with the pan"
-    assert split_violations(split, [("s1", story)])[0].startswith("s1: 6 held-out words in one utterance: kitchen")
+    assert split_violations(split, [("s1", story)])[0].startswith("s1: 5 held-out words in one utterance: kitchen")
+    # one word said twice (an echo carrier) is no association
+    assert split_violations(split, [("s2", "tom said the word pan and mia said pan")]) == []
     filler = " ".join(["the dog sleeps"] * 10)  # 30 words
     corpus = [("a", "tom said the word pan"), ("f1", filler), ("b", "mia said the word spoon"),
               ("f2", filler), ("f3", filler), ("c", "the word was boat")]
@@ -124,6 +126,38 @@ def test_no_training_sample_holds_a_held_out_association(world):
         assert len(topics) == len(set(topics)), sorted(topics)
         touched += bool(topics)
     assert touched > 100  # held-out words do occur in samples, alone
+
+
+def test_echo_carriers_say_each_held_out_word_twice_and_keep_the_split(world, tmp_path):
+    """The "echo" lever: every held-out word heard in speech is said twice in one neutral utterance (so an
+    interleaved switch between the mentions pairs its text and its sound), and the split still holds."""
+    info = build_world(tmp_path / "echo", seed=3, carriers="echo", **SIZES)
+    assert info["carriers"] == "echo"
+    split = Split(info["split"]["heard"], info["split"]["held_out"], info["split"]["held_out_words"])
+    topic_of = split.topic_of()
+    speech = read_speech_manifest(tmp_path / "echo" / "speech.jsonl")
+    assert split_violations(split, [(r.id, r.text) for r in speech], info["min_gap_words"]) == []
+    carriers = [r for r in speech if " went to the " not in r.text]
+    assert carriers
+    for r in carriers:
+        held = [w for w in words(r.text) if w in topic_of]
+        assert len(held) == 2 and held[0] == held[1] and " and " in r.text, r.text
+    # the plain world of the same seed has the same spoken stories: only the carriers differ
+    stories = [r.text for r in speech if " went to the " in r.text]
+    assert stories == [r.text for r in read_speech_manifest(world / "speech.jsonl") if " went to the " in r.text]
+
+
+def test_carrier_styles_and_bad_style():
+    from smoltolk.errors import InputError
+    from smoltolk.world.world import carrier
+
+    rng = np.random.default_rng(0)
+    assert words(carrier(rng, "drill")).count("drill") == 1
+    assert all(words(carrier(rng, "drill", "echo")).count("drill") == 2 for _ in range(10))
+    with pytest.raises(ValueError, match="unknown carrier style 'loud'"):
+        carrier(rng, "drill", "loud")
+    with pytest.raises(InputError, match="carriers 'loud'"):
+        build_world(Path("/nonexistent-never-written"), carriers="loud", **SIZES)
 
 
 def test_split_by_seed_or_by_name():

@@ -34,6 +34,7 @@ from smoltolk.errors import InputError
 from smoltolk.world.diagnostics import write_diagnostics
 from smoltolk.world.speech import PseudoSpeech
 from smoltolk.world.world import (
+    CARRIER_STYLES,
     PLACES,
     Split,
     Story,
@@ -165,11 +166,13 @@ def _corpus(rng: np.random.Generator, places: list[str], n: int, prefix: str, ex
     return out
 
 
-def with_carriers(rng: np.random.Generator, texts: list[str], split: Split, min_gap_words: int) -> list[str]:
+def with_carriers(rng: np.random.Generator, texts: list[str], split: Split, min_gap_words: int,
+                  style: str = "plain") -> list[str]:
     """``texts`` with carrier utterances of held-out words inserted between them, as many as the
     split allows: each carrier's topic is the one whose last mention lies furthest back, once that is
     at least ``min_gap_words`` words (and its words take turns in a seeded order). Read cyclically
-    the gaps hold too: no carrier within the first or the last ``min_gap_words / 2`` words."""
+    the gaps hold too: no carrier within the first or the last ``min_gap_words / 2`` words. ``style``: the
+    carrier frames (:data:`~smoltolk.world.world.CARRIER_STYLES`)."""
     if not split.held_out_words:
         return list(texts)
     half = -(-min_gap_words // 2)
@@ -187,7 +190,7 @@ def with_carriers(rng: np.random.Generator, texts: list[str], split: Split, min_
             if not queues[topic]:
                 queues[topic] = [split.held_out_words[topic][int(i)]
                                  for i in rng.permutation(len(split.held_out_words[topic]))]
-            line = carrier(rng, queues[topic].pop())
+            line = carrier(rng, queues[topic].pop(), style)
             out.append(line)
             pos += len(words(line))
             last[topic] = pos
@@ -197,7 +200,7 @@ def with_carriers(rng: np.random.Generator, texts: list[str], split: Split, min_
 def build_world(out_dir: str | Path, seed: int = 0, n_text: int = 4000, n_speech: int = 2000,
                 n_bench_stories: int = 200, n_bench_pairs: int = 200, speakers: int = 4,
                 tokenizer_vocab: int = 512, held_out: list[str] | None = None,
-                min_gap_words: int = 300) -> dict[str, Any]:
+                min_gap_words: int = 300, carriers: str = "plain") -> dict[str, Any]:
     """Write the mini-world under ``out_dir`` (see the module docstring); returns the ``world.json`` data.
 
     The text corpus covers every topic; speech has stories on heard topics only, and held-out words
@@ -206,9 +209,13 @@ def build_world(out_dir: str | Path, seed: int = 0, n_text: int = 4000, n_speech
     :func:`~smoltolk.world.world.split_violations`, checked before anything is written; it holds
     for the corpus read cyclically, i.e. prepared as one shard). Benchmark stories never occur in
     training. ``held_out``: the held-out topics (places); default: half of them, drawn by ``seed``.
+    ``carriers``: the carrier frames of text and speech, "plain" (the word once) or "echo" (said twice, so an
+    interleaved switch between the mentions pairs its text and its sound; a lever, see ``CARRIER_STYLES``).
     """
     if min(n_text, n_speech, n_bench_stories, n_bench_pairs) < 1:
         raise InputError("build_world: every size must be at least 1")
+    if carriers not in CARRIER_STYLES:
+        raise InputError(f"build_world: carriers {carriers!r}: expected one of {sorted(CARRIER_STYLES)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     split = Split.make(seed, held_out)
@@ -230,8 +237,10 @@ def build_world(out_dir: str | Path, seed: int = 0, n_text: int = 4000, n_speech
     for i, st in enumerate(text):
         text_lines.append(st.text())
         if i % 3 == 2:
-            text_lines.append(carrier(corpus_rng, all_words[int(corpus_rng.integers(len(all_words)))]) + ".")
-    spoken_lines = with_carriers(corpus_rng, [" ".join(words(st.text())) for st in spoken], split, min_gap_words)
+            word = all_words[int(corpus_rng.integers(len(all_words)))]
+            text_lines.append(carrier(corpus_rng, word, carriers) + ".")
+    spoken_lines = with_carriers(corpus_rng, [" ".join(words(st.text())) for st in spoken], split, min_gap_words,
+                                 carriers)
     text_records = [TextRecord(f"text-{i:06d}", line) for i, line in enumerate(text_lines)]
     speech_records = [speech.render(f"speech-{i:06d}", words(line), speaker=i % speakers)
                       for i, line in enumerate(spoken_lines)]
@@ -250,6 +259,7 @@ def build_world(out_dir: str | Path, seed: int = 0, n_text: int = 4000, n_speech
         "seed": seed,
         "split": {"heard": split.heard, "held_out": split.held_out, "held_out_words": split.held_out_words},
         "min_gap_words": min_gap_words,
+        "carriers": carriers,
         "counts": {"text_stories": len(text), "text_utterances": len(text_records), "speech_stories": len(spoken),
                    "speech_utterances": len(speech_records), "speech_carriers": len(speech_records) - len(spoken),
                    "held_out_word_mentions_in_speech": {"total": len(heard_held), "words": len(set(heard_held)),

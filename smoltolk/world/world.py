@@ -134,11 +134,22 @@ TEMPLATE_WORDS = ["went to the", "picked up the", "saw a there and picked it up"
 # Carrier utterances: one word in a neutral frame, so that a word can be heard in speech without
 # any of its topic's associations (see :class:`Split`).
 CARRIERS = ["{name} said the word {word}", "{name} heard the word {word}", "the word was {word}"]
+# The "echo" style says the word twice (a second person repeats it). Where an interleaved sample switches
+# modality between the two mentions, the training data pairs the word's text with its sound, which the plain
+# frames never do (their context says nothing about which word follows): a lever on the world.
+ECHO_CARRIERS = ["{name} said the word {word} and {other} said {word}",
+                 "{name} heard the word {word} and said {word}"]
+CARRIER_STYLES = {"plain": CARRIERS, "echo": ECHO_CARRIERS}
 
 
-def carrier(rng: np.random.Generator, word: str) -> str:
-    """``word`` alone in a neutral frame (no place, object or action around it)."""
-    return _pick(rng, CARRIERS).format(name=_pick(rng, sorted(NAMES)), word=word)
+def carrier(rng: np.random.Generator, word: str, style: str = "plain") -> str:
+    """``word`` in a neutral frame (no place, object or action around it); ``style`` "echo" says it twice."""
+    if style not in CARRIER_STYLES:
+        raise ValueError(f"unknown carrier style {style!r}; expected one of {sorted(CARRIER_STYLES)}")
+    names = sorted(NAMES)
+    frame, name = _pick(rng, CARRIER_STYLES[style]), _pick(rng, names)
+    other = _pick(rng, [n for n in names if n != name]) if style == "echo" else ""  # plain draws as before
+    return frame.format(name=name, other=other, word=word)
 
 
 @dataclass
@@ -331,10 +342,11 @@ class Split:
 def split_violations(split: Split, transcripts: list[tuple[str, str]], min_gap_words: int = 0) -> list[str]:
     """Where the speech corpus ``(id, text)``, in corpus order, breaks the split (empty: it holds).
 
-    Two rules: an utterance holds at most one held-out word (so no held-out association is ever
-    spoken within an utterance); and two utterances with words of the same held-out topic are at
-    least ``min_gap_words`` words apart, counted cyclically as the samplers read the corpus (so no
-    training sample spanning fewer words, speech or interleaved, holds two of them). A sample of
+    Two rules: an utterance holds at most one distinct held-out word (said once, or twice by an echo
+    carrier; so no held-out association is ever spoken within an utterance); and two utterances with
+    words of the same held-out topic are at least ``min_gap_words`` words apart, counted cyclically as
+    the samplers read the corpus (so no training sample spanning fewer words, speech or interleaved,
+    holds two of them). A sample of
     ``n`` tokens spans at most ``n`` words, since every word costs at least one token.
     """
     topic_of = split.topic_of()
@@ -344,7 +356,7 @@ def split_violations(split: Split, transcripts: list[tuple[str, str]], min_gap_w
     pos = 0
     for rec_id, text in transcripts:
         ws = words(text)
-        hits = [w for w in ws if w in topic_of]
+        hits = list(dict.fromkeys(w for w in ws if w in topic_of))  # distinct, in reading order
         if len(hits) > 1:
             bad.append(f"{rec_id}: {len(hits)} held-out words in one utterance: "
                        + ", ".join(f"{w} ({topic_of[w]})" for w in hits))
