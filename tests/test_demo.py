@@ -37,7 +37,7 @@ def test_quick_demo_produces_every_artefact(tmp_path, capsys):
             res = summary["results"][split][name]
             assert set(res["lexical_cloze"]["settings"]) == {"T", "S", "T->S", "S->T", "t", "t->S"}
             assert all(0 <= v["calibrated"]["accuracy"] <= 1 for v in res["lexical_cloze"]["settings"].values())
-            assert set(res["word_translation"]["settings"]) == {"S->T", "T->S"}
+            assert set(res["word_translation"]["settings"]) == {"S->T", "T->S", "S->T echo", "T->S echo"}
             assert all(v["nats"] == v["nats"] for v in res["speaker_context"]["effects"].values())
     rows = [json.loads(x) for x in (out / "runs" / "smoltolk" / "metrics.jsonl").read_text().splitlines()]
     curve = [r["val/lexical_cloze/settings/T->S/calibrated/accuracy"] for r in rows

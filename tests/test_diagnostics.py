@@ -61,6 +61,10 @@ def test_world_writes_the_diagnostics_with_speech_that_matches_its_words(world):
     assert f"tasks.lexical_cloze.path={root / 'lexical_cloze.jsonl'}" in overrides
     translation = [json.loads(x) for x in (root / "word_translation.jsonl").read_text().splitlines()]
     assert {r["group"] for r in translation} == {"held_out"} and all(r["units"] for r in translation)
+    for i, r in enumerate(translation):  # the echo frame holds the word, spoken in the word's voice
+        assert r["frame"] == f"kate said the word {r['word']} and tom said"
+        voice = i % speech.speakers
+        assert r["frame_units"] == speech.render(f"frame-{r['word']}", r["frame"].split(), speaker=voice).units
     spk = [json.loads(x) for x in (root / "speaker_context.jsonl").read_text().splitlines()]
     assert all(r["speakers"][0] != r["speakers"][1] and r["context_units"][0] != r["context_units"][1] for r in spk)
 
@@ -93,6 +97,7 @@ def test_word_translation_oracle_and_context_blind(world):
     items = task.items(None, tok)
     oracle = task.metrics(_oracle(items, lambda n: n.split("/")[1] == n.split("/")[2]), "sum")
     assert all(oracle["settings"][s]["accuracy"] == 1 for s in task.settings)
+    assert task.settings == ("S->T", "T->S", "S->T echo", "T->S echo")
     blind = task.metrics(LikelihoodScorer(_blind_model(), text_bos=0).score(items), "sum")
     n = len(task.rows)
     for s in task.settings:  # after subtracting each candidate's mean, nothing is left: all tie
@@ -123,3 +128,12 @@ def test_diagnostic_files_with_bad_records_are_named(tmp_path):
         LexicalCloze(path)
     with pytest.raises(InputError, match="missing"):
         WordTranslation(tmp_path / "nope.jsonl")
+    # files written before the echo frames score the two plain settings; a half-framed file is refused
+    rows = [{"word": "pan", "units": [1, 2]}, {"word": "pot", "units": [3]}]
+    path = tmp_path / "word_translation.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert WordTranslation(path).settings == ("S->T", "T->S")
+    rows[0].update(frame="kate said the word pan and tom said", frame_units=[4])
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(InputError, match="line 2 has no frame"):
+        WordTranslation(path)

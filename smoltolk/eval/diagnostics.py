@@ -140,35 +140,46 @@ class LexicalCloze(Task):
 
 class WordTranslation(Task):
     name, title, speech, text, inline_units = "word_translation", "word translation", True, True, True
-    settings = ("S->T", "T->S")
+    settings: tuple[str, ...] = ("S->T", "T->S")
+    # with the world's echo frame ("kate said the word drill and tom said" -> drill in the other modality)
+    echo_settings = ("S->T echo", "T->S echo")
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.rows = read_jsonl(path, ("word", "units"))
         if len(self.rows) < 2:
             raise InputError(f"{self.path}: at least two words are needed")
+        framed = ["frame" in r and "frame_units" in r for r in self.rows]
+        if any(framed) and not all(framed):
+            raise InputError(f"{self.path}: line {framed.index(False) + 1} has no frame/frame_units, others do")
+        if all(framed):  # files written before the echo frames have none
+            self.settings = (*self.settings, *self.echo_settings)
 
     def item_names(self) -> list[str]:
         return [f"{s}/{a['word']}/{b['word']}" for s in self.settings for a in self.rows for b in self.rows]
 
     def items(self, units, tokenizer: Any) -> list[Item]:
         names = iter(self.item_names())
+        n = range(len(self.rows))
         spoken = [Segment("speech", _speech(r["units"], f"{self.path}: {r['word']}")) for r in self.rows]
         alone = [Segment("text", _encode(tokenizer, r["word"])) for r in self.rows]  # a text's first word
         after = [Segment("text", _encode(tokenizer, " " + r["word"])) for r in self.rows]  # after a switch
-        items = [continuation_item(spoken[i], after[j], next(names))
-                 for i in range(len(self.rows)) for j in range(len(self.rows))]
-        items += [continuation_item(alone[i], spoken[j], next(names))
-                  for i in range(len(self.rows)) for j in range(len(self.rows))]
+        items = [continuation_item(spoken[i], after[j], next(names)) for i in n for j in n]
+        items += [continuation_item(alone[i], spoken[j], next(names)) for i in n for j in n]
+        if len(self.settings) > 2:
+            said = [Segment("speech", _speech(r["frame_units"], f"{self.path}: {r['word']}")) for r in self.rows]
+            written = [Segment("text", _encode(tokenizer, r["frame"])) for r in self.rows]
+            items += [continuation_item(said[i], after[j], next(names)) for i in n for j in n]
+            items += [continuation_item(written[i], spoken[j], next(names)) for i in n for j in n]
         return items
 
     def scoring(self, reduction: Reduction) -> str:
-        return ("summed log-prob of each candidate word in the other modality after the word alone (calibrated: "
-                "minus the candidate's mean over all words)")
+        return ("summed log-prob of each candidate word in the other modality after the word alone, or (echo) after "
+                "the echo frame that holds it (calibrated: minus the candidate's mean over all words)")
 
     def metrics(self, scores: list[ItemScore], reduction: Reduction) -> dict[str, Any]:
         n = len(self.rows)
-        lp = np.array([s.logprob for s in scores]).reshape(2, n, n)
+        lp = np.array([s.logprob for s in scores]).reshape(len(self.settings), n, n)
         gold = np.arange(n)
         out: dict[str, Any] = {"settings": {}, "words": n}
         for i, s in enumerate(self.settings):

@@ -85,7 +85,7 @@ def _diagnostic_table(ckpts: list[dict[str, Any]], task: str, field: str, captio
              "|" + "---|" * (len(columns) + 1)]
     for ck in have:
         values = ck["results"][task][field]
-        lines.append(f"| {ck['name']} | " + " | ".join(cell(values[c]) for c in columns) + " |")
+        lines.append(f"| {ck['name']} | " + " | ".join(cell(values[c]) if c in values else "-" for c in columns) + " |")
     return lines
 
 
@@ -105,7 +105,8 @@ def diagnostics_tables(summary: dict[str, Any]) -> list[str]:
         *_diagnostic_table(ckpts, "word_translation", "settings", lambda r: (
             f"**Word translation**: a word alone in one modality, its form in the other among {r['words']} topic "
             f"words, top-1 accuracy % (chance {100 / r['words']:.1f}), raw / calibrated (minus each candidate's "
-            "mean)."), _raw_and_calibrated),
+            "mean); echo: after the frame 'kate said the word W and tom said' (the world's echo carriers)."),
+            _raw_and_calibrated),
         *_diagnostic_table(ckpts, "speaker_context", "effects", lambda r: (
             "**Context effect, speaker controlled**: gain in log-probability (nats) of a story's ending after its "
             "own context over another story's (same speaker), or after its own context by the ending's speaker "

@@ -17,9 +17,11 @@ One line per story::
 The context's speech is rendered alone, so its last sounds never hint at the next word; the null
 context is its own ``then he``, so a model that ignores everything before sees the same inputs.
 
-``word_translation.jsonl``: every topic word spoken alone, to be matched with its written form::
+``word_translation.jsonl``: every topic word spoken alone, to be matched with its written form, and
+in an echo frame ("kate said the word drill and tom said": the frame of the world's echo carriers,
+whose next word is the same word again)::
 
-    {"word", "topic", "group": "heard" | "held_out", "units"}
+    {"word", "topic", "group": "heard" | "held_out", "units", "frame": text, "frame_units": it spoken}
 
 ``speaker_context.jsonl``: a story's ending after its own context and after another story's, with
 the ending spoken by the context's speaker or by another one, so that speaker adaptation and
@@ -36,7 +38,7 @@ from pathlib import Path
 
 from smoltolk.files import write_text_atomic
 from smoltolk.world.speech import PseudoSpeech
-from smoltolk.world.world import ACTIONS, Story, topic_words, words
+from smoltolk.world.world import ACTIONS, ECHO_CARRIERS, Story, topic_words, words
 
 CLOZE_CANDIDATES = tuple(dict.fromkeys(a.phrase.split()[0] for a in ACTIONS))  # the 24 action verbs
 
@@ -77,10 +79,16 @@ def lexical_cloze(items: list[Story], speech: PseudoSpeech, prefix: str) -> list
     return out
 
 
+ECHO_FRAME = ECHO_CARRIERS[0].rsplit(" ", 1)[0]  # "{name} said the word {word} and {other} said"
+
+
 def word_translation(places: list[str], group: str, speech: PseudoSpeech) -> list[dict]:
     rows = [{"word": w, "topic": place, "group": group} for place in places for w in sorted(topic_words(place))]
     for i, row in enumerate(rows):
-        row["units"] = speech.render(f"word-{row['word']}", [row["word"]], speaker=i % speech.speakers).units
+        voice = i % speech.speakers
+        row["units"] = speech.render(f"word-{row['word']}", [row["word"]], speaker=voice).units
+        row["frame"] = ECHO_FRAME.format(name="kate", other="tom", word=row["word"])
+        row["frame_units"] = speech.render(f"frame-{row['word']}", words(row["frame"]), speaker=voice).units
     return rows
 
 
