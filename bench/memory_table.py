@@ -2,7 +2,7 @@
 and the FSDP2 world size the 2B recipe needs, computed from counted activation bytes per token and measured
 peak memory (``bench/paper_shapes.py``).
 
-Run from the repository root (the 2B count holds its 1.9B float32 weights: about 8 GB of RAM)::
+Run from the repository root (400M and 2B are counted at depths 2 and 4 and extrapolated to their own depth)::
 
     .venv/bin/python bench/memory_table.py --paper-shapes docs/paper_shapes.json > docs/memory_table.json
 
@@ -89,25 +89,17 @@ def count_saved(model, context: int, vocab: int, bf16: bool) -> int:
 TABLE_KEYS = ("stage2-fp32-chunk", "stage2-bf16-chunk", "stage2-bf16-chunk-ckpt")  # what the table uses
 
 
-def per_token(name: str, contexts: tuple[int, int], every: bool) -> dict:
-    """Counted activation bytes per token of one preset: for every precision / stage / loss layout if ``every``,
-    else for the table's layouts only."""
+def _count_layouts(cfg, contexts: tuple[int, int], every: bool, label: str) -> dict[str, float]:
+    """Counted activation bytes per token of one model config, per stage / precision / loss layout."""
     import torch
 
-    from smoltolk.model.llama import DecoderLayer
     from smoltolk.model.tslm import TextSpeechLM
-    from smoltolk.presets import preset
 
     torch.manual_seed(0)
-    cfg = preset(name)
-    cfg.speech.num_units = UNITS
     model = TextSpeechLM(cfg).train()
     vocab = cfg.backbone.vocab_size
-    out: dict = {"parameters": {"text": sum(p.numel() for p in model.text_parameters().values()),
-                                "speech": sum(p.numel() for p in model.speech_parameters().values())},
-                 "decoder_layers": sum(isinstance(m, DecoderLayer) for m in model.modules()),
-                 "width": cfg.backbone.hidden_size, "bytes_per_token": {}}
     t0, t1 = contexts
+    out: dict[str, float] = {}
     for stage in (2, 1):
         for p in model.backbone.parameters():
             p.requires_grad_(stage == 2)
@@ -119,9 +111,41 @@ def per_token(name: str, contexts: tuple[int, int], every: bool) -> dict:
                     continue
                 model.set_memory_options(**options)
                 a = [count_saved(model, t, vocab, precision == "bf16") for t in (t0, t1)]
-                out["bytes_per_token"][key] = round((a[1] - a[0]) / (t1 - t0))
-                print(f"{name}: {key}: {out['bytes_per_token'][key]} bytes/token", file=sys.stderr, flush=True)
-    model.set_memory_options()
+                out[key] = (a[1] - a[0]) / (t1 - t0)
+                print(f"{label}: {key}: {out[key]:.0f} bytes/token", file=sys.stderr, flush=True)
+    return out
+
+
+def per_token(name: str, contexts: tuple[int, int], every: bool, depths: tuple[int, int] | None = None) -> dict:
+    """Counted activation bytes per token of one preset: for every precision / stage / loss layout if ``every``,
+    else for the table's layouts only. With ``depths`` (two backbone depths), the preset is counted at those
+    depths and extrapolated to its own (every term is a per-layer cost times the depth plus a fixed rest: exact
+    when the counts are), which keeps the 2B count within this machine's memory."""
+    import dataclasses
+
+    import torch
+
+    from smoltolk.model.llama import DecoderLayer
+    from smoltolk.model.tslm import TextSpeechLM
+    from smoltolk.presets import preset
+
+    cfg = preset(name)
+    cfg.speech.num_units = UNITS
+    with torch.device("meta"):  # parameter counts without the weights
+        meta = TextSpeechLM(cfg)
+    out: dict = {"parameters": {"text": sum(p.numel() for p in meta.text_parameters().values()),
+                                "speech": sum(p.numel() for p in meta.speech_parameters().values())},
+                 "decoder_layers": sum(isinstance(m, DecoderLayer) for m in meta.modules()),
+                 "width": cfg.backbone.hidden_size, "counted_at_depths": list(depths) if depths else None}
+    if depths is None:
+        counts = _count_layouts(cfg, contexts, every, name)
+    else:
+        d0, d1 = depths
+        shallow = [_count_layouts(dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, num_layers=d)),
+                                  contexts, every, f"{name} at depth {d}") for d in depths]
+        depth = cfg.backbone.num_layers
+        counts = {k: shallow[0][k] + (shallow[1][k] - shallow[0][k]) * (depth - d0) / (d1 - d0) for k in shallow[0]}
+    out["bytes_per_token"] = {k: round(v) for k, v in counts.items()}
     return out
 
 
@@ -225,7 +249,10 @@ def main(argv: list[str] | None = None) -> None:
         earlier = json.loads(args.counts.read_text())
         counts, args.contexts = {s: c for s, c in earlier["counts"].items() if s in args.sizes}, earlier["contexts"]
     else:
-        counts = {size: per_token(SIZES[size], tuple(args.contexts), every=size == "150M") for size in args.sizes}
+        # every layout for 150M (the calibration compares it with paper_shapes' contenders), the table's for the
+        # rest; 400M and 2B counted at depths 2 and 4 and extrapolated (the 2B at full depth needs > 24 GB)
+        counts = {size: per_token(SIZES[size], tuple(args.contexts), every=size == "150M",
+                                  depths=None if size == "150M" else (2, 4)) for size in args.sizes}
     shapes = json.loads(args.paper_shapes.read_text()) if args.paper_shapes else None
     cal = calibration(shapes, counts["150M"]) if "150M" in counts else {"k": 1.0, "source": "no 150M count"}
     report = {"contexts": list(args.contexts), "usable_fraction": USABLE, "calibration": cal, "counts": counts,

@@ -34,6 +34,14 @@ def test_counted_activations_follow_the_memory_options(mt):
     assert counts["stage1-fp32"] < counts["stage2-fp32"]  # a frozen backbone keeps no inputs for weight gradients
 
 
+def test_counts_extrapolated_from_two_depths_equal_the_direct_count(mt):
+    direct = mt.per_token("tiny", (64, 128), every=False)
+    shallow = mt.per_token("tiny", (64, 128), every=False, depths=(1, 2))  # the tiny preset has 4 layers
+    assert shallow["parameters"] == direct["parameters"] and shallow["decoder_layers"] == direct["decoder_layers"]
+    for key, value in direct["bytes_per_token"].items():
+        assert abs(shallow["bytes_per_token"][key] - value) <= 1, key  # rounding only
+
+
 def test_the_table_solves_the_stated_formula(mt):
     n = 1_000_000_000
     counts = {"2B": {"parameters": {"text": n, "speech": 0},
