@@ -4,7 +4,7 @@ peak memory (``bench/paper_shapes.py``).
 
 Run from the repository root (400M and 2B are counted at depths 2 and 4 and extrapolated to their own depth)::
 
-    .venv/bin/python bench/memory_table.py --paper-shapes docs/paper_shapes.json > docs/memory_table.json
+    .venv/bin/python bench/memory_table.py --paper-shapes docs/paper-shapes/*.json > docs/memory_table.json
 
 (about 15 minutes on one thread).
 
@@ -149,6 +149,17 @@ def per_token(name: str, contexts: tuple[int, int], every: bool, depths: tuple[i
     return out
 
 
+def merge_results(reports: list[dict]) -> dict:
+    """paper_shapes reports of one batch size merged: their results by context and contender."""
+    if len({r["batch"] for r in reports}) != 1:
+        raise SystemExit("memory_table: the paper_shapes results were measured with different batch sizes")
+    merged = {"batch": reports[0]["batch"], "results": {}}
+    for r in reports:
+        for context, contenders in r["results"].items():
+            merged["results"].setdefault(context, {}).update(contenders)
+    return merged
+
+
 def calibration(paper_shapes: dict | None, counted_150m: dict) -> dict:
     """k = measured peak-memory slope per token / counted bytes per token, per paper_shapes contender."""
     if not paper_shapes:
@@ -234,7 +245,8 @@ def markdown(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--paper-shapes", type=Path, help="a bench/paper_shapes.py JSON result (calibrates k)")
+    p.add_argument("--paper-shapes", type=Path, nargs="+", help="bench/paper_shapes.py JSON results (calibrate k; "
+                   "several files, e.g. one per context, are merged)")
     p.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     p.add_argument("--contexts", type=int, nargs=2, default=(256, 512), help="the two counted contexts")
     p.add_argument("--counts", type=Path, help="reuse the counts of an earlier run's JSON (only recompute the table)")
@@ -244,7 +256,6 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    # every layout for 150M (the calibration compares it with paper_shapes' contenders), the table's for the rest
     if args.counts:
         earlier = json.loads(args.counts.read_text())
         counts, args.contexts = {s: c for s, c in earlier["counts"].items() if s in args.sizes}, earlier["contexts"]
@@ -253,7 +264,7 @@ def main(argv: list[str] | None = None) -> None:
         # rest; 400M and 2B counted at depths 2 and 4 and extrapolated (the 2B at full depth needs > 24 GB)
         counts = {size: per_token(SIZES[size], tuple(args.contexts), every=size == "150M",
                                   depths=None if size == "150M" else (2, 4)) for size in args.sizes}
-    shapes = json.loads(args.paper_shapes.read_text()) if args.paper_shapes else None
+    shapes = merge_results([json.loads(f.read_text()) for f in args.paper_shapes]) if args.paper_shapes else None
     cal = calibration(shapes, counts["150M"]) if "150M" in counts else {"k": 1.0, "source": "no 150M count"}
     report = {"contexts": list(args.contexts), "usable_fraction": USABLE, "calibration": cal, "counts": counts,
               "table": table(counts, cal["k"])}

@@ -346,8 +346,8 @@ def split_violations(split: Split, transcripts: list[tuple[str, str]], min_gap_w
     carrier; so no held-out association is ever spoken within an utterance); and two utterances with
     words of the same held-out topic are at least ``min_gap_words`` words apart, counted cyclically as
     the samplers read the corpus (so no training sample spanning fewer words, speech or interleaved,
-    holds two of them). A sample of
-    ``n`` tokens spans at most ``n`` words, since every word costs at least one token.
+    holds two of them). A sample of ``n`` tokens spans at most ``n`` words, since every word costs at
+    least one token.
     """
     topic_of = split.topic_of()
     bad = []
