@@ -37,6 +37,7 @@ import argparse
 import contextlib
 import json
 import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -243,6 +244,17 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def count_in_subprocess(size: str, args: argparse.Namespace) -> dict:
+    """per_token for one size in a fresh process: the allocator's high-water mark of one size (about 13 GB for
+    the 2B at depth 4) is not carried into the next."""
+    cmd = [sys.executable, __file__, "--one", size, "--contexts", *map(str, args.contexts),
+           "--threads", str(args.threads)]
+    done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"memory_table: counting {size} failed (exit {done.returncode}; -9 is the OOM killer)")
+    return json.loads(done.stdout)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--paper-shapes", type=Path, nargs="+", help="bench/paper_shapes.py JSON results (calibrate k; "
@@ -252,18 +264,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--counts", type=Path, help="reuse the counts of an earlier run's JSON (only recompute the table)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--markdown", action="store_true", help="also print the README's tables to stderr")
+    p.add_argument("--one", choices=list(SIZES), help=argparse.SUPPRESS)  # internal: count one size, print JSON
     args = p.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.one:
+        # every layout for 150M (the calibration compares it with paper_shapes' contenders), the table's for the
+        # rest; 400M and 2B counted at depths 2 and 4 and extrapolated (the 2B at full depth needs > 24 GB)
+        print(json.dumps(per_token(SIZES[args.one], tuple(args.contexts), every=args.one == "150M",
+                                   depths=None if args.one == "150M" else (2, 4))))
+        return
     if args.counts:
         earlier = json.loads(args.counts.read_text())
         counts, args.contexts = {s: c for s, c in earlier["counts"].items() if s in args.sizes}, earlier["contexts"]
     else:
-        # every layout for 150M (the calibration compares it with paper_shapes' contenders), the table's for the
-        # rest; 400M and 2B counted at depths 2 and 4 and extrapolated (the 2B at full depth needs > 24 GB)
-        counts = {size: per_token(SIZES[size], tuple(args.contexts), every=size == "150M",
-                                  depths=None if size == "150M" else (2, 4)) for size in args.sizes}
+        counts = {size: count_in_subprocess(size, args) for size in args.sizes}
     shapes = merge_results([json.loads(f.read_text()) for f in args.paper_shapes]) if args.paper_shapes else None
     cal = calibration(shapes, counts["150M"]) if "150M" in counts else {"k": 1.0, "source": "no 150M count"}
     report = {"contexts": list(args.contexts), "usable_fraction": USABLE, "calibration": cal, "counts": counts,
