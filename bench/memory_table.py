@@ -16,8 +16,9 @@ float32 and under bf16 autocast (what ``run.precision=bf16`` does on a GPU), in 
 and stage 1 (backbone frozen: linear layers keep no inputs for weight gradients), with the heads' loss whole
 and chunked (``run.loss_chunk``, an eighth of the positions). With activation checkpointing per layer
 (``run.activation_checkpointing``) what a layer saves is rebuilt in the backward pass: counted is then what
-autograd keeps outside the layers (heads, pooling) and each layer's input, which the checkpoint holds; the one
-layer being rebuilt at a time is a transient, which ``k`` covers.
+autograd keeps outside the layers (heads, pooling) and each layer's input, which the checkpoint holds; the
+table adds one layer's own activations (the layer being rebuilt), estimated as the difference to the same layout
+without checkpointing over the number of decoder layers.
 
 The formula. Peak bytes = ``P + k x a x tokens``, with ``tokens = context x micro_batch`` and ``P`` = 16 bytes per
 trained parameter (float32 weight, gradient and AdamW's two moments) + 4 per frozen one, + 2 per parameter
@@ -189,6 +190,16 @@ def fits(budget: float, fixed: float, per_tok: float) -> int:
     return max(0, int((budget - fixed) // per_tok))
 
 
+def per_token_bytes(count: dict, key: str) -> float:
+    """Counted bytes per token of a layout; with checkpointing plus one layer's own (the layer being rebuilt in
+    the backward pass: what the same layout without checkpointing keeps, less what checkpointing keeps, over
+    the decoder layers)."""
+    a = count["bytes_per_token"][key]
+    if key.endswith("-ckpt"):
+        a += (count["bytes_per_token"][key[:-len("-ckpt")]] - a) / count["decoder_layers"]
+    return a
+
+
 def table(counts: dict, k: float) -> dict:
     """Largest context (micro-batch 1) and micro-batch (context 2048) per size, device and layout, and the 2B
     recipe's FSDP2 world size."""
@@ -199,7 +210,7 @@ def table(counts: dict, k: float) -> dict:
         n = c["parameters"]["text"] + c["parameters"]["speech"]
         for layout, key in layouts.items():
             fixed = 16 * n + (2 * n if "bf16" in layout else 0)
-            per_tok = k * c["bytes_per_token"][key]
+            per_tok = k * per_token_bytes(c, key)
             for gb in DEVICES_GB:
                 tokens = fits(USABLE * gb * 1e9, fixed, per_tok)
                 context = 0 if tokens < 256 else min(32768, 2 ** int(math.log2(tokens)))
@@ -213,7 +224,7 @@ def table(counts: dict, k: float) -> dict:
         for layout, key in layouts.items():
             if layout == "fp32":
                 continue
-            act = k * c2b["bytes_per_token"][key] * recipe_tokens
+            act = k * per_token_bytes(c2b, key) * recipe_tokens
             for gb in DEVICES_GB:
                 budget = USABLE * gb * 1e9
                 world = next((w for w in (1, 2, 4, 8, 16, 32, 64) if 18 * n / w + act <= budget), None)

@@ -44,7 +44,7 @@ def test_counts_extrapolated_from_two_depths_equal_the_direct_count(mt):
 
 def test_the_table_solves_the_stated_formula(mt):
     n = 1_000_000_000
-    counts = {"2B": {"parameters": {"text": n, "speech": 0},
+    counts = {"2B": {"parameters": {"text": n, "speech": 0}, "decoder_layers": 10,
                      "bytes_per_token": {"stage2-fp32-chunk": 400_000, "stage2-bf16-chunk": 200_000,
                                          "stage2-bf16-chunk-ckpt": 20_000}}}
     t = mt.table(counts, k=2.0)
@@ -53,6 +53,8 @@ def test_the_table_solves_the_stated_formula(mt):
     assert cell["max_tokens"] == expected and cell["max_micro_batch_ctx2048"] == expected // 2048
     assert cell["max_context_mb1"] == 32768  # capped
     assert t["2B"]["fp32"]["24GB"]["max_tokens"] == int((0.9 * 24e9 - 16 * n) // (2.0 * 400_000))
+    # checkpointing: what it keeps, plus the one layer being rebuilt ((200000 - 20000) / 10 layers)
+    assert t["2B"]["bf16 + checkpointing"]["80GB"]["max_tokens"] == int((0.9 * 80e9 - 18 * n) // (2.0 * 38_000))
     # FSDP2: the state shards, activations do not; the recipe's 8 x 2048 tokens
     act = 2.0 * 200_000 * 8 * 2048
     fsdp = t["fsdp2_2b_recipe"]["bf16"]["24GB"]
