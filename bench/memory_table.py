@@ -4,9 +4,10 @@ peak memory (``bench/paper_shapes.py``).
 
 Run from the repository root (400M and 2B are counted at depths 2 and 4 and extrapolated to their own depth)::
 
-    .venv/bin/python bench/memory_table.py --paper-shapes docs/paper-shapes/*.json > docs/memory_table.json
+    .venv/bin/python bench/memory_table.py --paper-shapes docs/paper-shapes/context-{1024,2048}.json \
+        > docs/paper-shapes/memory_table.json
 
-(about 15 minutes on one thread).
+(about 15-25 minutes on one thread; `--counts FILE` reuses the counts of an earlier run and only recomputes the table).
 
 What is counted. For each model, one training forward of random weights at two contexts (``--contexts``,
 batch 1, interleaved-shaped rows as ``paper_shapes``) with a ``saved_tensors_hooks`` that adds up the distinct

@@ -6,7 +6,13 @@ users would run instead: a ``transformers`` ``LlamaForCausalLM`` with its embedd
 Run from the repository root::
 
     .venv/bin/python bench/paper_shapes.py --quick          # small shapes, ~2 min: checks the script
-    .venv/bin/python bench/paper_shapes.py                  # the paper's shapes: hours of CPU (run it idle)
+    .venv/bin/python bench/paper_shapes.py                  # the paper's shapes (run it on an idle machine)
+
+What the README reports (docs/paper-shapes/; 10 + 5 minutes on 2 idle cores)::
+
+    .venv/bin/python bench/paper_shapes.py --contexts 1024 --repeats 2 > docs/paper-shapes/context-1024.json
+    .venv/bin/python bench/paper_shapes.py --contexts 2048 --repeats 1 \
+        --contenders transformers baseline smoltolk smoltolk+chunk smoltolk+ckpt > docs/paper-shapes/context-2048.json
 
 One JSON object goes to stdout; progress to stderr. Every measurement runs in a fresh process (this script
 with ``--one NAME``), so its memory is its own: the model, AdamW (betas 0.9/0.95, weight decay 0.1) and one
