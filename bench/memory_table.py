@@ -15,11 +15,12 @@ storages autograd keeps for the backward pass (parameters excluded): the differe
 divided by the difference in tokens is the activation bytes per token ``a`` (fixed terms cancel). Counted in
 float32 and under bf16 autocast (what ``run.precision=bf16`` does on a GPU), in stage 2 (everything trains)
 and stage 1 (backbone frozen: linear layers keep no inputs for weight gradients), with the heads' loss whole
-and chunked (``run.loss_chunk``, an eighth of the positions). With activation checkpointing per layer
-(``run.activation_checkpointing``) what a layer saves is rebuilt in the backward pass: counted is then what
-autograd keeps outside the layers (heads, pooling) and each layer's input, which the checkpoint holds; the
-table adds one layer's own activations (the layer being rebuilt), estimated as the difference to the same layout
-without checkpointing over the number of decoder layers.
+and chunked (``run.loss_chunk`` = an eighth of the larger context, at least 64: the chunks' logits are
+rebuilt in the backward pass, so what is saved does not depend on the chunk size). With activation
+checkpointing per layer (``run.activation_checkpointing``) what a layer saves is rebuilt in the backward
+pass: counted is then what autograd keeps outside the layers (heads, pooling) and each layer's input,
+which the checkpoint holds; the table adds one layer's own activations (the layer being rebuilt),
+estimated as the difference to the same layout without checkpointing over the number of decoder layers.
 
 The formula. Peak bytes = ``P + k x a x tokens``, with ``tokens = context x micro_batch`` and ``P`` = 16 bytes per
 trained parameter (float32 weight, gradient and AdamW's two moments) + 4 per frozen one, + 2 per parameter
@@ -28,7 +29,9 @@ are not). ``k`` is the measured peak over the counted: the slope of ``paper_shap
 between its two contexts over ``a`` counted for the same contender (transients of the backward pass: the
 gradients of the logits and of each layer's output); 1 when no ``paper_shapes`` result is given. A device
 holds ``0.9 x`` its memory for these (CUDA context and allocator slack). The largest context is shown at
-micro-batch 1 (a power of two, capped at 32768), the largest micro-batch at the recipes' context 2048.
+micro-batch 1 (a power of two, capped at 8192: the count is linear in tokens, measured between 256 and 2048;
+longer contexts add attention terms that grow with its square, such as the adapters' explicit masks), the
+largest micro-batch at the recipes' context 2048.
 
 One JSON object to stdout; ``--markdown`` also prints the README's tables to stderr.
 """
@@ -50,6 +53,7 @@ from paper_shapes import UNITS, batch_for  # noqa: E402
 SIZES = {"150M": "smoltolk-150m", "400M": "smoltolk-400m", "2B": "smoltolk-2b"}
 DEVICES_GB = (24, 80, 140)
 USABLE = 0.9
+MAX_CONTEXT = 8192  # beyond it the linear count no longer holds (see the docstring)
 RECIPE_CONTEXT, RECIPE_MICRO_BATCH = 2048, 8  # recipes/smoltolk-400m.yaml (2B inherits them)
 
 
@@ -214,7 +218,7 @@ def table(counts: dict, k: float) -> dict:
             per_tok = k * per_token_bytes(c, key)
             for gb in DEVICES_GB:
                 tokens = fits(USABLE * gb * 1e9, fixed, per_tok)
-                context = 0 if tokens < 256 else min(32768, 2 ** int(math.log2(tokens)))
+                context = 0 if tokens < 256 else min(MAX_CONTEXT, 2 ** int(math.log2(tokens)))
                 out.setdefault(size, {}).setdefault(layout, {})[f"{gb}GB"] = {
                     "max_tokens": tokens, "max_context_mb1": context, "max_micro_batch_ctx2048": tokens // 2048}
     recipe_tokens = RECIPE_CONTEXT * RECIPE_MICRO_BATCH
@@ -236,6 +240,12 @@ def table(counts: dict, k: float) -> dict:
     return out
 
 
+def _context(cell: dict) -> str:
+    if not cell["max_context_mb1"]:
+        return "does not fit"
+    return f">= {MAX_CONTEXT}" if cell["max_tokens"] >= 2 * MAX_CONTEXT else str(cell["max_context_mb1"])
+
+
 def markdown(report: dict) -> str:
     t = report["table"]
     lines = ["| model | layout | " + " | ".join(f"{gb} GB: context (mb 1) / micro-batch (ctx 2048)"
@@ -243,7 +253,7 @@ def markdown(report: dict) -> str:
              "|---|---|" + "---|" * len(DEVICES_GB)]
     for size in SIZES:
         for layout, cells in t.get(size, {}).items():
-            row = [f"{cells[f'{gb}GB']['max_context_mb1'] or '-'} / {cells[f'{gb}GB']['max_micro_batch_ctx2048']}"
+            row = [f"{_context(cells[f'{gb}GB'])} / {cells[f'{gb}GB']['max_micro_batch_ctx2048']}"
                    for gb in DEVICES_GB]
             lines.append(f"| {size} | {layout} | " + " | ".join(row) + " |")
     f = t.get("fsdp2_2b_recipe")
@@ -293,6 +303,8 @@ def main(argv: list[str] | None = None) -> None:
     else:
         counts = {size: count_in_subprocess(size, args) for size in args.sizes}
     shapes = merge_results([json.loads(f.read_text()) for f in args.paper_shapes]) if args.paper_shapes else None
+    if shapes and "150M" not in counts:
+        raise SystemExit("memory_table: --paper-shapes calibrates against the 150M count: include 150M in --sizes")
     cal = calibration(shapes, counts["150M"]) if "150M" in counts else {"k": 1.0, "source": "no 150M count"}
     report = {"contexts": list(args.contexts), "usable_fraction": USABLE, "calibration": cal, "counts": counts,
               "table": table(counts, cal["k"])}

@@ -113,6 +113,11 @@ def study(args) -> None:
     if not (out / "world" / "world.json").is_file() or not (out / "data" / "speech" / "index.json").is_file():
         prepare_world(out, base, 0, progress=False)
     world_dir = out / "world"
+    made = json.loads((world_dir / "world.json").read_text())
+    for key, wanted in (("speakers", args.speakers), ("carriers", args.carriers)):
+        if made.get(key, "plain" if key == "carriers" else None) != wanted:
+            raise SystemExit(f"{world_dir}: the world there has {key}={made.get(key)!r}, this study asks for "
+                             f"{wanted!r}; use another --out per lever")
     tok = world_dir / "tokenizer.json"
     from smoltolk.data.prepare import default_text_eos_id
 

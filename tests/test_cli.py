@@ -83,3 +83,15 @@ def test_settings_are_spelled_set_everywhere_and_the_old_spelling_still_works(tm
     assert "bare key=value settings are deprecated; write --set speech.pooling=fixed" in capsys.readouterr().err
     for d in ("a", "b"):
         assert json.loads((tmp_path / d / "config.json").read_text())["model"]["speech"]["pooling"] == "fixed"
+
+
+def test_world_command_builds_the_echo_lever(tmp_path, capsys):
+    """`smoltolk world --carriers echo` reaches the world builder: its carriers say each held-out word twice."""
+    assert main(["world", str(tmp_path), "--quick", "--speakers", "1", "--carriers", "echo"]) == 0
+    info = json.loads((tmp_path / "world" / "world.json").read_text())
+    assert info["carriers"] == "echo" and info["speakers"] == 1
+    held = {w for ws in info["split"]["held_out_words"].values() for w in ws}
+    lines = [json.loads(x)["text"] for x in (tmp_path / "world" / "speech.jsonl").read_text().splitlines()]
+    carriers = [t for t in lines if " went to the " not in t]
+    assert carriers and all(sum(w in held for w in t.split()) == 2 for t in carriers)
+    assert (tmp_path / "data" / "speech" / "index.json").is_file()

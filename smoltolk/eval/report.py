@@ -80,7 +80,7 @@ def _diagnostic_table(ckpts: list[dict[str, Any]], task: str, field: str, captio
     if not have:
         return []
     first = have[0]["results"][task]
-    columns = list(first[field])
+    columns = list(dict.fromkeys(c for ck in have for c in ck["results"][task][field]))  # every model's, in order
     lines = ["", caption(first), "", "| Model | " + " | ".join(c.replace("->", "→") for c in columns) + " |",
              "|" + "---|" * (len(columns) + 1)]
     for ck in have:

@@ -269,7 +269,8 @@ def build_world(out_dir: str | Path, seed: int = 0, n_text: int = 4000, n_speech
         "speakers": speakers,
         "files": {"text": "text.jsonl", "speech": "speech.jsonl", "tokenizer": "tokenizer.json"},
         "notes": ["text.jsonl covers every topic; speech.jsonl has stories on heard topics only, and held-out words "
-                  f"alone in carrier utterances, one held-out topic's at least {min_gap_words} words apart, so no "
+                  f"alone in {carriers} carrier utterances (echo: the word said twice), one held-out topic's at "
+                  f"least {min_gap_words} words apart, so no "
                   f"speech or interleaved sample of at most {min_gap_words} tokens (read from one shard) ever holds "
                   "a held-out topic's association",
                   "bench/*/ .wav files are placeholders without samples: evaluate with the units.jsonl beside them "
