@@ -8,7 +8,8 @@ Run from the repository root::
     .venv/bin/python bench/paper_shapes.py --quick          # small shapes, ~2 min: checks the script
     .venv/bin/python bench/paper_shapes.py                  # the paper's shapes (run it on an idle machine)
 
-What the README reports (docs/paper-shapes/; 10 + 5 minutes on 2 idle cores)::
+What the README reports (docs/paper-shapes/; 10 + 5 minutes on 2 idle cores; ``bench/head_cost.py`` times the
+heads alone)::
 
     .venv/bin/python bench/paper_shapes.py --contexts 1024 --repeats 2 > docs/paper-shapes/context-1024.json
     .venv/bin/python bench/paper_shapes.py --contexts 2048 --repeats 1 \
