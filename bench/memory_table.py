@@ -13,7 +13,8 @@ What is counted. For each model, one training forward of random weights at two c
 batch 1, interleaved-shaped rows as ``paper_shapes``) with a ``saved_tensors_hooks`` that adds up the distinct
 storages autograd keeps for the backward pass (parameters excluded): the difference between the two contexts
 divided by the difference in tokens is the activation bytes per token ``a`` (fixed terms cancel). Counted in
-float32 and under bf16 autocast (what ``run.precision=bf16`` does on a GPU), in stage 2 (everything trains)
+float32 and under CPU bf16 autocast (close to what ``run.precision=bf16`` does on a GPU, whose autocast casts a
+similar but not identical set of ops), in stage 2 (everything trains)
 and stage 1 (backbone frozen: linear layers keep no inputs for weight gradients), with the heads' loss whole
 and chunked (``run.loss_chunk`` = an eighth of the larger context, at least 64: the chunks' logits are
 rebuilt in the backward pass, so what is saved does not depend on the chunk size). With activation
@@ -205,6 +206,11 @@ def per_token_bytes(count: dict, key: str) -> float:
     return a
 
 
+def state_bytes(n: int, bf16: bool) -> int:
+    """Weights, gradients and AdamW moments of ``n`` trained float32 parameters, + their bf16 copies under autocast."""
+    return 16 * n + (2 * n if bf16 else 0)
+
+
 def table(counts: dict, k: float) -> dict:
     """Largest context (micro-batch 1) and micro-batch (context 2048) per size, device and layout, and the 2B
     recipe's FSDP2 world size."""
@@ -214,7 +220,7 @@ def table(counts: dict, k: float) -> dict:
     for size, c in counts.items():
         n = c["parameters"]["text"] + c["parameters"]["speech"]
         for layout, key in layouts.items():
-            fixed = 16 * n + (2 * n if "bf16" in layout else 0)
+            fixed = state_bytes(n, "bf16" in layout)
             per_tok = k * per_token_bytes(c, key)
             for gb in DEVICES_GB:
                 tokens = fits(USABLE * gb * 1e9, fixed, per_tok)
@@ -232,10 +238,11 @@ def table(counts: dict, k: float) -> dict:
             act = k * per_token_bytes(c2b, key) * recipe_tokens
             for gb in DEVICES_GB:
                 budget = USABLE * gb * 1e9
-                world = next((w for w in (1, 2, 4, 8, 16, 32, 64) if 18 * n / w + act <= budget), None)
+                state = state_bytes(n, bf16=True)
+                world = next((w for w in (1, 2, 4, 8, 16, 32, 64) if state / w + act <= budget), None)
                 fsdp.setdefault(layout, {})[f"{gb}GB"] = {
                     "world_size": world, "activations_gb": round(act / 1e9, 1),
-                    "state_gb_unsharded": round(18 * n / 1e9, 1)}
+                    "state_gb_unsharded": round(state / 1e9, 1)}
         out["fsdp2_2b_recipe"] = {"context": RECIPE_CONTEXT, "micro_batch": RECIPE_MICRO_BATCH, **fsdp}
     return out
 

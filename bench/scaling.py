@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from smoltolk.defaults import CARRIER_STYLE_NAMES  # torch-free: OMP_NUM_THREADS is still set before torch loads
+
 MODELS = ("baseline", "smoltolk", "smoltolk-no-adapters")
 METRICS = {  # name -> (task, path in the task's results, label)
     "tSC T->S": ("tstorycloze_xmodal", ("settings", "T->S", "accuracy"), "held-out tStoryCloze T→S (%)"),
@@ -113,9 +115,9 @@ def study(args) -> None:
     if not (out / "world" / "world.json").is_file() or not (out / "data" / "speech" / "index.json").is_file():
         prepare_world(out, base, 0, progress=False)
     world_dir = out / "world"
-    made = json.loads((world_dir / "world.json").read_text())
+    made = {"carriers": CARRIER_STYLE_NAMES[0], **json.loads((world_dir / "world.json").read_text())}
     for key, wanted in (("speakers", args.speakers), ("carriers", args.carriers)):
-        if made.get(key, "plain" if key == "carriers" else None) != wanted:
+        if made.get(key) != wanted:
             raise SystemExit(f"{world_dir}: the world there has {key}={made.get(key)!r}, this study asks for "
                              f"{wanted!r}; use another --out per lever")
     tok = world_dir / "tokenizer.json"
@@ -323,9 +325,9 @@ def main() -> int:
                          "use a separate --out per lever")
     ap.add_argument("--speakers", type=int, default=4, help="pseudo-speech voices of the world (a lever: "
                     "each voice realises most phonemes with its own units)")
-    ap.add_argument("--carriers", choices=("plain", "echo"), default="plain", help="how the world's held-out words "
-                    "are heard alone (a lever: echo says each twice, so interleaved samples can pair its text and "
-                    "its sound)")
+    ap.add_argument("--carriers", choices=CARRIER_STYLE_NAMES, default=CARRIER_STYLE_NAMES[0],
+                    help="how the world's held-out words are heard alone (a lever: echo says each twice, so "
+                         "interleaved samples can pair its text and its sound)")
     ap.add_argument("--quick", action="store_true", help="the demo's --quick world and sizes (for tests)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--plot", action="store_true", help="only redraw the figure from the results")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from smoltolk.defaults import DEFAULT_NUM_UNITS
+from smoltolk.defaults import CARRIER_STYLE_NAMES, DEFAULT_NUM_UNITS
 from smoltolk.errors import Interrupted, SmolTolkError
 
 
@@ -382,9 +382,9 @@ COMMANDS = [
         arg("out", help="output directory: world/ (manifests, bench/) and data/{text,speech}/ shards"),
         arg("--seed", type=SEED, default=0),
         arg("--speakers", type=POSITIVE, default=4, help="pseudo-speech voices (default: 4)"),
-        arg("--carriers", choices=("plain", "echo"), default="plain", help="how held-out words are heard alone: "
-            "plain ('kate said the word drill') or echo (said twice, so interleaved data can pair a word's text "
-            "with its sound; default: plain)"),
+        arg("--carriers", choices=CARRIER_STYLE_NAMES, default=CARRIER_STYLE_NAMES[0],
+            help="how held-out words are heard alone: plain ('kate said the word drill') or echo (said twice, so "
+                 "interleaved data can pair a word's text with its sound; default: plain)"),
         arg("--quick", action="store_true", help="the quick demo's small world"),
         arg("--tokenizer", help="prepare the text with this tokenizer.json (a real backbone's) instead of "
                                 "the world's own small BPE"),

@@ -85,7 +85,7 @@ def test_settings_are_spelled_set_everywhere_and_the_old_spelling_still_works(tm
         assert json.loads((tmp_path / d / "config.json").read_text())["model"]["speech"]["pooling"] == "fixed"
 
 
-def test_world_command_builds_the_echo_lever(tmp_path, capsys):
+def test_world_command_builds_the_echo_lever(tmp_path):
     """`smoltolk world --carriers echo` reaches the world builder: its carriers say each held-out word twice."""
     assert main(["world", str(tmp_path), "--quick", "--speakers", "1", "--carriers", "echo"]) == 0
     info = json.loads((tmp_path / "world" / "world.json").read_text())

@@ -152,7 +152,8 @@ class WordTranslation(Task):
         framed = ["frame" in r and "frame_units" in r for r in self.rows]
         if any(framed) and not all(framed):
             raise InputError(f"{self.path}: line {framed.index(False) + 1} has no frame/frame_units, others do")
-        if all(framed):  # files written before the echo frames have none
+        self.framed = all(framed)  # files written before the echo frames have none
+        if self.framed:
             self.settings = (*self.settings, *self.echo_settings)
 
     def item_names(self) -> list[str]:
@@ -166,7 +167,7 @@ class WordTranslation(Task):
         after = [Segment("text", _encode(tokenizer, " " + r["word"])) for r in self.rows]  # after a switch
         items = [continuation_item(spoken[i], after[j], next(names)) for i in n for j in n]
         items += [continuation_item(alone[i], spoken[j], next(names)) for i in n for j in n]
-        if len(self.settings) > 2:
+        if self.framed:
             said = [Segment("speech", _speech(r["frame_units"], f"{self.path}: {r['word']}")) for r in self.rows]
             written = [Segment("text", _encode(tokenizer, r["frame"])) for r in self.rows]
             items += [continuation_item(said[i], after[j], next(names)) for i in n for j in n]

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from smoltolk.defaults import CARRIER_STYLE_NAMES
+
 # --------------------------------------------------------------------------------------------------
 # Fixed world knowledge
 # --------------------------------------------------------------------------------------------------
@@ -139,7 +141,7 @@ CARRIERS = ["{name} said the word {word}", "{name} heard the word {word}", "the 
 # frames never do (their context says nothing about which word follows): a lever on the world.
 ECHO_CARRIERS = ["{name} said the word {word} and {other} said {word}",
                  "{name} heard the word {word} and said {word}"]
-CARRIER_STYLES = {"plain": CARRIERS, "echo": ECHO_CARRIERS}
+CARRIER_STYLES = dict(zip(CARRIER_STYLE_NAMES, (CARRIERS, ECHO_CARRIERS), strict=True))
 
 
 def carrier(rng: np.random.Generator, word: str, style: str = "plain") -> str:
