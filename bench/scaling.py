@@ -9,6 +9,9 @@ weights; a re-run skips what is there, so a killed study resumes where it stoppe
 smallest budget up, so a partial study already covers every model. ``--plot`` redraws
 ``OUT/scaling.png`` and ``OUT/scaling.json`` (means and spreads over seeds) from the results, ``summary.md``
 (every run) and ``seeds.md`` / ``seeds.json`` (mean and range over seeds, held-out and heard topics).
+``--curve-every N`` also scores the held-out benchmarks every N steps while each model trains (learning
+curves: the run's metrics.jsonl kept as ``OUT/curves/<key>.jsonl``, drawn in ``OUT/curves.png``);
+``--keep-models`` keeps each run's weights in ``OUT/models/<key>`` (to score them later on new items).
 
     .venv/bin/python bench/scaling.py --out runs/scaling            # hours of CPU: run it in the background
     .venv/bin/python bench/scaling.py --out runs/scaling --plot     # the figure from what has finished
@@ -95,6 +98,16 @@ def evaluate_one(model_dir: Path, world_dir: Path, out: Path) -> dict:
     return {**results["held_out"], "heard": results["heard"]}
 
 
+def curve_tasks(world_dir: Path) -> list[str]:
+    """``validation.eval`` entries for --curve-every: held-out tStoryCloze T->S and S->T, and the word
+    translation (with its echo-frame settings if the world wrote frames)."""
+    root = world_dir / "bench" / "held_out"
+    xmodal = json.dumps(str(root / "tstorycloze_xmodal"))
+    return [f"tasks.tstorycloze_xmodal.path={xmodal}", f"tasks.tstorycloze_xmodal.units={xmodal}",
+            "tasks.tstorycloze_xmodal.settings=[T->S, S->T]",
+            f"tasks.word_translation.path={json.dumps(str(root / 'word_translation.jsonl'))}"]
+
+
 def study(args) -> None:
     import torch
 
@@ -135,9 +148,14 @@ def study(args) -> None:
         key = run_key(width, steps, model, seed)
         t0 = time.time()
         work = out / "work" / key
+        curves = [f"validation.every={args.curve_every}",
+                  f"validation.eval={json.dumps(curve_tasks(world_dir))}"] if args.curve_every else []
         model_dir = train_model(out / "data", work, model, backbones[width], size, seed, False, progress=False,
-                                overrides=args.set)
+                                overrides=args.set + curves)
         train_seconds = time.time() - t0
+        if args.curve_every:
+            (out / "curves").mkdir(exist_ok=True)
+            shutil.copyfile(work / "runs" / model / "metrics.jsonl", out / "curves" / f"{key}.jsonl")
         res = evaluate_one(model_dir, world_dir, work / "eval")
         params = sum(p.numel() for p in TextSpeechLM.from_pretrained(model_dir).parameters())
         tokens = steps * size.micro_batch * size.context
@@ -149,6 +167,10 @@ def study(args) -> None:
                "results": res}
         with open(results, "a") as f:
             f.write(json.dumps(row) + "\n")
+        if args.keep_models:
+            (out / "models").mkdir(exist_ok=True)
+            shutil.rmtree(out / "models" / key, ignore_errors=True)
+            shutil.move(str(model_dir), out / "models" / key)
         shutil.rmtree(work)
         print(f"{key}: " + ", ".join(f"{m} {v:.3f}" for m, v in row["metrics"].items())
               + f" ({train_seconds:.0f} s)", flush=True)
@@ -328,6 +350,10 @@ def main() -> int:
     ap.add_argument("--carriers", choices=CARRIER_STYLE_NAMES, default=CARRIER_STYLE_NAMES[0],
                     help="how the world's held-out words are heard alone (a lever: echo says each twice, so "
                          "interleaved samples can pair its text and its sound)")
+    ap.add_argument("--curve-every", type=int, default=0, metavar="N",
+                    help="score held-out tStoryCloze T->S / S->T and word translation every N training steps "
+                         "(learning curves: OUT/curves/<key>.jsonl, OUT/curves.png)")
+    ap.add_argument("--keep-models", action="store_true", help="keep each run's weights in OUT/models/<key>")
     ap.add_argument("--quick", action="store_true", help="the demo's --quick world and sizes (for tests)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--plot", action="store_true", help="only redraw the figure from the results")

@@ -12,7 +12,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "scaling.py"
 
 def test_scaling_study_smallest_setting_runs_resumes_and_plots(tmp_path):
     cmd = [sys.executable, str(SCRIPT), "--out", str(tmp_path), "--quick", "--widths", "32", "--budgets", "4",
-           "--extra-seeds", ""]
+           "--extra-seeds", "", "--curve-every", "2", "--keep-models"]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-2000:]
     rows = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
@@ -20,7 +20,12 @@ def test_scaling_study_smallest_setting_runs_resumes_and_plots(tmp_path):
     for r in rows:
         assert r["flops"] == 6 * r["params"] * r["tokens"] and r["tokens"] == 4 * 4 * 128
         assert 0 <= r["metrics"]["tSC T->S"] <= 1 and r["metrics"]["speech NLL"] > 0
-    assert not (tmp_path / "work").exists() or not any((tmp_path / "work").iterdir())  # weights deleted
+    assert not (tmp_path / "work").exists() or not any((tmp_path / "work").iterdir())  # work space deleted
+    for r in rows:  # --keep-models kept the weights, --curve-every the learning curves (scored at steps 2, 4)
+        assert (tmp_path / "models" / r["key"] / "model.safetensors").is_file()
+        curve = [json.loads(x) for x in (tmp_path / "curves" / f"{r['key']}.jsonl").read_text().splitlines()]
+        scored = [c["step"] for c in curve if "val/tstorycloze_xmodal/settings/T->S/accuracy" in c]
+        assert scored == [2, 4] and "val/word_translation/settings/S->T/accuracy" in curve[-1]
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert "0 runs to do" in again.stdout
     assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 3
