@@ -229,6 +229,49 @@ def plot(out: Path) -> dict:
     return data
 
 
+CURVES = {  # --curve-every's panels: label -> metrics.jsonl columns (one line each)
+    "held-out tStoryCloze (%)": {"T→S": "val/tstorycloze_xmodal/settings/T->S/accuracy",
+                                 "S→T": "val/tstorycloze_xmodal/settings/S->T/accuracy"},
+    "held-out word translation, calibrated (%)": {
+        f"{s}": f"val/word_translation/settings/{s}/calibrated/accuracy"
+        for s in ("T->S", "S->T", "T->S echo", "S->T echo")},
+}
+
+
+def plot_curves(out: Path) -> Path | None:
+    """``OUT/curves.png`` from ``OUT/curves/*.jsonl`` (--curve-every): each benchmark against training steps,
+    one colour per run, one line style per setting; dotted: chance."""
+    files = sorted((out / "curves").glob("*.jsonl")) if (out / "curves").is_dir() else []
+    if not files:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(CURVES), figsize=(6 * len(CURVES), 4.2))
+    styles = ["-", "--", ":", "-."]
+    for color, f in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4, files, strict=False):
+        rows = [json.loads(x) for x in f.read_text().splitlines()]
+        for ax, (label, columns) in zip(axes, CURVES.items(), strict=True):
+            for ls, (name, col) in zip(styles, columns.items(), strict=False):
+                pts = [(r["step"], 100 * r[col]) for r in rows if col in r]
+                if pts:
+                    ax.plot(*zip(*pts, strict=True), color=color, ls=ls, marker="o", ms=3, label=f"{f.stem}: {name}")
+            chances = [c.replace("calibrated/accuracy", "chance_accuracy") for c in columns.values()
+                       if c.endswith("calibrated/accuracy")]
+            chance = next((r[c] for r in rows for c in chances if c in r), 0.5)  # tStoryCloze: two endings
+            ax.axhline(100 * chance, color="k", lw=0.6, ls=":")
+    for ax, label in zip(axes, CURVES, strict=True):
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("training step")
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=120)
+    plt.close(fig)
+    return out / "curves.png"
+
+
 MEANING = "S, ending by the context's speaker"  # the speaker_context effect of the story's meaning alone
 
 
@@ -368,6 +411,7 @@ def main() -> int:
         data = plot(Path(args.out))
         table(Path(args.out))
         seed_table(Path(args.out))
+        plot_curves(Path(args.out))
         print(json.dumps({"points": len(data["points"]), "figure": str(Path(args.out) / "scaling.png")}))
     return 0
 

@@ -31,6 +31,7 @@ def test_scaling_study_smallest_setting_runs_resumes_and_plots(tmp_path):
     assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 3
     data = json.loads((tmp_path / "scaling.json").read_text())
     assert len(data["points"]) == 3 and (tmp_path / "scaling.png").stat().st_size > 10_000
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
 
 
 def test_seed_table_gives_mean_and_range_per_model(tmp_path):
