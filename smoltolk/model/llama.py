@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from smoltolk.model.cache import Cache, KVCache, attention_mask, document_positions, run_starts
 from smoltolk.model.config import BackboneConfig
+from smoltolk.model.ops import rms_norm, swiglu
 from smoltolk.model.outputs import IGNORE, LMOutput, head_cross_entropy_sum
 
 
@@ -27,10 +28,7 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        dtype = x.dtype
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(dtype)
+        return rms_norm(x, self.weight, self.eps)
 
 
 def rope_inv_freq(cfg: BackboneConfig, theta: float) -> Tensor:
@@ -122,7 +120,7 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(f, d, bias=cfg.has_bias("down"))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(swiglu(self.gate_proj(x), self.up_proj(x)))
 
 
 class DecoderLayer(nn.Module):
