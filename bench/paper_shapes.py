@@ -23,6 +23,11 @@ Reported per contender and context: the median step time, tokens/s and the proce
 (``ru_maxrss``). Rounds (``--repeats``) visit the contenders in a rotating order so slow phases of a noisy
 machine hit all alike; ratios are medians over rounds of per-round ratios.
 
+Resident memory is what the C allocator holds, not only live tensors: glibc's malloc raises its mmap
+threshold each time a large block is freed, after which freed activations stay in its heap and count in
+the next step's peak. ``--mmap-threshold BYTES`` fixes the threshold (``MALLOC_MMAP_THRESHOLD_``) in every
+contender's process alike, so large blocks go back to the system when freed and the peak follows live memory.
+
 Contenders: ``transformers`` (resized LlamaForCausalLM; its loss over all positions of the joint vocabulary),
 ``baseline`` and ``smoltolk`` in stage 2 (everything trains) and stage 1 (``-s1``: the backbone frozen with
 ``requires_grad=False``, as the trainer does), and SmolTolk stage 2 with ``--set``-style memory options:
@@ -35,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -169,7 +175,8 @@ def run_one(name: str, context: int, args: argparse.Namespace) -> dict:
            "--device", args.device]
     cmd += ["--quick"] * args.quick + ["--bf16"] * args.bf16 + ["--compile"] * args.compile
     cmd += ["--peak-flops", str(args.peak_flops)] if args.peak_flops else []
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(args.mmap_threshold)} if args.mmap_threshold else None
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"{name} at context {context} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -189,6 +196,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (fp32 master weights), as run.precision=bf16")
     p.add_argument("--compile", action="store_true", help="torch.compile the forward pass")
     p.add_argument("--peak-flops", type=float, default=None, help="the device's peak FLOP/s: adds MFU")
+    p.add_argument("--mmap-threshold", type=int, default=None, metavar="BYTES",
+                   help="glibc's fixed mmap threshold in every contender's process (e.g. 131072): peaks follow "
+                        "live memory, not what the allocator keeps")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: one measurement in this process
     p.add_argument("--context", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -205,6 +215,7 @@ def main(argv: list[str] | None = None) -> None:
                 runs.setdefault((name, context), []).append(run_one(name, context, args))
     report: dict = {"shapes": "quick" if args.quick else "SmolLM-135M (paper)", "batch": args.batch,
                     "threads": args.threads, "device": args.device, "bf16": args.bf16, "compile": args.compile,
+                    "mmap_threshold": args.mmap_threshold,
                     "repeats": args.repeats, "results": {}, "ratios": {}}
     for (name, context), rows in runs.items():
         report["results"].setdefault(str(context), {})[name] = {
