@@ -277,7 +277,8 @@ def _cmd_analyze(args: argparse.Namespace) -> None:
 
     cfg = build_analysis_config(args.config, args.set, speech=args.speech, text=args.text,
                                 segmentation_dev=args.segmentation_dev, segmentation_test=args.segmentation_test,
-                                analyses=args.analyses, num_samples=args.num_samples, num_batches=args.num_batches,
+                                analyses=args.analyses, words=args.words, num_samples=args.num_samples,
+                                num_batches=args.num_batches,
                                 tokenizer=args.tokenizer, device=args.device, dtype=args.dtype, seed=args.seed)
     results = analyze(args.checkpoints, cfg, args.out)
     for name, r in results.items():
@@ -286,6 +287,11 @@ def _cmd_analyze(args: argparse.Namespace) -> None:
         if seg:
             line += (f"; segmentation (test) P {100 * seg['precision']:.1f} R {100 * seg['recall']:.1f} "
                      f"F1 {100 * seg['f1']:.1f} R-value {100 * seg['r_value']:.1f}")
+        for words, w in r.get("word_alignment", {}).items():
+            if words != "figure":
+                best = max(range(len(w["speech_to_text"])), key=w["speech_to_text"].__getitem__)
+                line += (f"; word alignment {words}: spoken -> written {100 * w['speech_to_text'][best]:.0f}% at layer "
+                         f"{best} (chance {100 * w['chance']:.1f}%)")
         print(line)
 
 
@@ -517,14 +523,18 @@ COMMANDS = [
         arg("--device", default=None),
         arg("--dtype", choices=["float32", "bfloat16", "float16"], default=None),
     ]),
-    Command("analyze", _cmd_analyze, "layer weights, word segmentation, intrinsic dimension, subspace overlap", [
+    Command("analyze", _cmd_analyze, "layer weights, word segmentation, intrinsic dimension, subspace overlap, "
+            "word alignment", [
         arg("checkpoints", nargs="+", help="smoltolk checkpoint(s)"),
         arg("--speech", default=None, help="aligned speech manifest: units, durations, frame_rate, words"),
         arg("--text", default=None, help="text manifest for intrinsic-dim (default: the speech transcripts)"),
         arg("--segmentation-dev", default=None, help="aligned manifest to tune the peak prominence on"),
         arg("--segmentation-test", default=None, help="aligned manifest to report segmentation on"),
         arg("--analyses", nargs="+", default=None, metavar="NAME",
-            help="layer-weights segmentation intrinsic-dim overlap (default: all)"),
+            help="layer-weights segmentation intrinsic-dim overlap (default: these four) word-alignment"),
+        arg("--words", nargs="+", default=None, metavar="FILE",
+            help="word lists for word-alignment: JSONL with word and units (a mini-world's "
+                 "bench/<split>/word_translation.jsonl)"),
         arg("--num-samples", type=POSITIVE, default=None, help="representations per batch (default: 10000)"),
         arg("--num-batches", type=POSITIVE, default=None, help="batches, for mean and std (default: 5)"),
         arg("--out", required=True),

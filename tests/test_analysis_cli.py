@@ -147,3 +147,41 @@ def test_analyze_errors_exit_2(analysis_inputs, tmp_path, hf_llama_dir, capsys):
     assert "expected some of" in capsys.readouterr().err
 
 
+
+
+def test_paired_retrieval_known_answers():
+    from smoltolk.analysis.overlap import paired_retrieval
+    from smoltolk.errors import InputError
+
+    x = np.random.default_rng(0).standard_normal((12, 16))
+    same = paired_retrieval(x, 3 * x + 1)  # centring and cosine ignore shifts and scale
+    assert same["speech_to_text"] == same["text_to_speech"] == 1.0 and same["pair_margin"] > 0.5
+    shifted = paired_retrieval(x, np.roll(x, 1, axis=0))  # every spoken word nearest another word's text
+    assert shifted["speech_to_text"] == shifted["text_to_speech"] == 0.0 and shifted["chance"] == 1 / 12
+    with pytest.raises(InputError, match="one shape"):
+        paired_retrieval(x, x[:, :4])
+
+
+def test_analyze_word_alignment_per_layer_without_a_speech_manifest(analysis_inputs, capsys):
+    a = analysis_inputs
+    words = a["tmp"] / "held_out" / "word_translation.jsonl"
+    words.parent.mkdir()
+    rng = np.random.default_rng(0)
+    words.write_text("".join(json.dumps({"word": w, "units": rng.integers(0, NUM_UNITS, 4).tolist()}) + "\n"
+                             for w in WORDS[:6]))
+    out = a["tmp"] / "wa"
+    assert main(["analyze", str(a["smoltolk"]), str(a["fixed"]), "--analyses", "word-alignment", "--words", str(words),
+                 "--out", str(out)]) == 0
+    assert "word alignment held_out: spoken -> written" in capsys.readouterr().out
+    wa = json.loads((out / "smoltolk" / "analysis.json").read_text())["word_alignment"]["held_out"]
+    assert wa["words"] == 6 and wa["chance"] == 1 / 6
+    assert len(wa["speech_to_text"]) == len(wa["text_to_speech"]) == 4  # backbone input + 3 layers
+    assert all(0 <= v <= 1 for v in wa["speech_to_text"] + wa["text_to_speech"])
+    assert (out / "smoltolk" / "word_alignment.png").is_file() and (out / "word_alignment.png").is_file()
+    # what it reads is checked, naming the file and line
+    assert main(["analyze", str(a["smoltolk"]), "--analyses", "word-alignment", "--out", str(out)]) == 2
+    assert "--words FILE.jsonl" in capsys.readouterr().err
+    words.write_text(json.dumps({"word": "cat", "units": [1]}) + "\n" + json.dumps({"word": "dog", "units": [NUM_UNITS]}))
+    assert main(["analyze", str(a["smoltolk"]), "--analyses", "word-alignment", "--words", str(words),
+                 "--out", str(out)]) == 2
+    assert f"{words}:2: word 'dog'" in capsys.readouterr().err

@@ -38,3 +38,26 @@ def subspace_overlap(text: np.ndarray, speech: np.ndarray, k: int = 50) -> dict[
     return {"speech_on_text": explained_fraction(speech, principal_directions(text, k)),
             "text_on_speech": explained_fraction(text, principal_directions(speech, k)),
             "random_floor": k / text.shape[1]}
+
+
+def paired_retrieval(speech: np.ndarray, text: np.ndarray) -> dict[str, float]:
+    """Word-level alignment of paired representations (N, d) at one layer: row i of each is word i. Each
+    modality is centred; a spoken word is retrieved correctly when its own written word is the most
+    cosine-similar of the N (``speech_to_text``), and back (``text_to_speech``); ``pair_margin``: the mean
+    cosine of a word's two forms minus its mean cosine to the other words' forms; chance accuracy 1 / N."""
+    if speech.shape != text.shape or speech.shape[0] < 2:
+        raise InputError(f"paired retrieval: expected two (N >= 2, d) arrays of one shape, got {speech.shape} and "
+                         f"{text.shape}")
+
+    def unit(x):
+        x = np.asarray(x, dtype=np.float64)
+        x = x - x.mean(0)
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+    sim = unit(speech) @ unit(text).T  # (N spoken, N written)
+    n = sim.shape[0]
+    gold = np.arange(n)
+    off = (sim.sum(1) - np.diag(sim)) / (n - 1)
+    return {"speech_to_text": float((sim.argmax(1) == gold).mean()),
+            "text_to_speech": float((sim.argmax(0) == gold).mean()),
+            "pair_margin": float((np.diag(sim) - off).mean()), "chance": 1.0 / n}

@@ -112,8 +112,8 @@ def plot_phi(phi: np.ndarray, path: str | Path, title: str = "") -> Path:
 
 
 def plot_per_layer(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path, ylabel: str, title: str = "",
-                   floor: float | None = None) -> Path:
-    """Mean +- std per layer of several curves (layer 0 = the backbone's input)."""
+                   floor: float | None = None, floor_label: str = "random subspace (k/d)") -> Path:
+    """Mean +- std per layer of several curves (layer 0 = the backbone's input); ``floor``: a dashed line."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     for label, (mean, std) in curves.items():
@@ -121,7 +121,7 @@ def plot_per_layer(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str |
         ax.plot(x, mean, marker="o", ms=3, label=label)
         ax.fill_between(x, np.asarray(mean) - std, np.asarray(mean) + std, alpha=0.2)
     if floor is not None:
-        ax.axhline(floor, color="gray", ls="--", lw=1, label="random subspace (k/d)")
+        ax.axhline(floor, color="gray", ls="--", lw=1, label=floor_label)
     ax.set_xlabel("layer (0 = backbone input)")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel(ylabel)

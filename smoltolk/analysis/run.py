@@ -8,6 +8,10 @@
   speech, activations clipped at the 95th percentile, mean and std over batches (Fig. 3);
 - ``overlap``: fraction of one modality's variance on the other's top-k principal directions
   per layer, both directions, with the k/d floor, on paired windows (Fig. 4).
+- ``word-alignment`` (ours, not the paper's; asked for by name, with ``words``): per layer, whether a
+  spoken word's state is nearest its own written word's among a word list (retrieval accuracy both
+  ways, chance 1 / N), one curve per list, e.g. the mini-world's heard and held-out words: where in the
+  model the two modalities of a word meet, if anywhere.
 
 Output: ``<out>/<checkpoint>/analysis.json`` and PNGs; with several checkpoints, comparison
 figures and ``<out>/analysis.json``; ``<out>/analysis_config.json`` (the resolved config).
@@ -25,7 +29,7 @@ import torch
 
 from smoltolk.analysis import plots
 from smoltolk.analysis.intrinsic_dim import clip_above_percentile, gride_scaling, plateau
-from smoltolk.analysis.overlap import subspace_overlap
+from smoltolk.analysis.overlap import paired_retrieval, subspace_overlap
 from smoltolk.analysis.representations import (
     AlignedUtterance,
     encode_windows,
@@ -37,19 +41,23 @@ from smoltolk.analysis.representations import (
 )
 from smoltolk.analysis.segmentation import PROMINENCE_GRID, peak_boundaries, reference_boundaries, tune_and_test
 from smoltolk.config import to_dict
-from smoltolk.errors import CheckpointError, ConfigError
+from smoltolk.errors import CheckpointError, ConfigError, InputError
 
-ANALYSES = ("layer-weights", "segmentation", "intrinsic-dim", "overlap")
+PAPER_ANALYSES = ("layer-weights", "segmentation", "intrinsic-dim", "overlap")  # the default; they read ``speech``
+ANALYSES = (*PAPER_ANALYSES, "word-alignment")
 NEEDS_DYNAMIC = ("layer-weights", "segmentation")
 
 
 @dataclass
 class AnalysisConfig:
-    speech: str | None = None  # aligned speech manifest (units + durations + frame_rate + words); required
+    speech: str | None = None  # aligned speech manifest (units + durations + frame_rate + words); the paper's analyses
     text: str | None = None  # text manifest for the text side of intrinsic-dim (default: the speech transcripts)
     segmentation_dev: str | None = None  # aligned manifests; default: ``speech`` split in two (seeded)
     segmentation_test: str | None = None
-    analyses: list[str] = field(default_factory=lambda: list(ANALYSES))
+    analyses: list[str] = field(default_factory=lambda: list(PAPER_ANALYSES))
+    # word-alignment: word lists, JSONL with "word" and "units" per line (the mini-world's
+    # bench/<split>/word_translation.jsonl); each is named by its folder
+    words: list[str] = field(default_factory=list)
     num_samples: int = 10000  # representations per batch (paper: 10k)
     num_batches: int = 5  # batches (paper: 5): mean and std over them
     window_words: int = 20
@@ -68,12 +76,16 @@ class AnalysisConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if not self.speech:
-            raise ConfigError("the analyses need an aligned speech manifest: give --speech MANIFEST "
-                              "(or speech: in a config)")
         bad = [a for a in self.analyses if a not in ANALYSES]
         if bad or not self.analyses:
             raise ConfigError(f"analyses: expected some of {list(ANALYSES)}, got {self.analyses}")
+        paper = [a for a in self.analyses if a in PAPER_ANALYSES]
+        if paper and not self.speech:
+            raise ConfigError(f"{', '.join(paper)} need(s) an aligned speech manifest: give --speech MANIFEST "
+                              "(or speech: in a config)")
+        if "word-alignment" in self.analyses and not self.words:
+            raise ConfigError("word-alignment needs word lists: give --words FILE.jsonl [...] (e.g. a mini-world's "
+                              "bench/held_out/word_translation.jsonl)")
         if (self.segmentation_dev is None) != (self.segmentation_test is None):
             raise ConfigError("give both segmentation_dev and segmentation_test, or neither (then the speech "
                               "manifest is split in two)")
@@ -261,6 +273,44 @@ def run_representations(model, tokenizer, utterances: list[AlignedUtterance], cf
     return result
 
 
+def word_list_name(path: str | Path) -> str:
+    """A word list's name in results: its folder (``bench/held_out/word_translation.jsonl`` -> held_out)."""
+    return Path(path).parent.name or Path(path).stem
+
+
+def run_word_alignment(model, tokenizer, cfg: AnalysisConfig, out: Path) -> dict[str, Any]:
+    """Per word list and layer: the spoken word alone (its units) and the written word alone (its tokens), the
+    last position's state of each, paired retrieval (:func:`~smoltolk.analysis.overlap.paired_retrieval`)."""
+    from smoltolk.eval.diagnostics import read_jsonl
+
+    result: dict[str, Any] = {}
+    for path in cfg.words:
+        rows = read_jsonl(path, ("word", "units"))
+        if len(rows) < 2:
+            raise InputError(f"{path}: word-alignment needs at least two words, found {len(rows)}")
+        spoken, written = [], []
+        for i, r in enumerate(rows, 1):
+            units, ids = [int(u) for u in r["units"]], tokenizer.encode(str(r["word"]), add_special_tokens=False).ids
+            if not units or not ids or not all(0 <= u < model.num_units for u in units):
+                raise InputError(f"{path}:{i}: word {r['word']!r} needs a non-empty spelling and units in "
+                                 f"[0, {model.num_units}), found units {units[:12]}")
+            spoken.append((units, True))
+            written.append((ids, False))
+        spoken = final_representations(model, spoken, cfg.batch_tokens)
+        written = final_representations(model, written, cfg.batch_tokens)
+        layers = [paired_retrieval(s, t) for s, t in zip(spoken, written, strict=True)]
+        result[word_list_name(path)] = {"words": len(rows), "file": str(path), "chance": layers[0]["chance"],
+                                        **{k: [x[k] for x in layers]
+                                           for k in ("speech_to_text", "text_to_speech", "pair_margin")}}
+    curves = {f"{name} {way.replace('_', ' ')}": (np.array(r[way]), np.zeros(len(r[way])))
+              for name, r in result.items() for way in ("speech_to_text", "text_to_speech")}
+    chance = max(r["chance"] for r in result.values())
+    result["figure"] = str(plots.plot_per_layer(curves, out / "word_alignment.png", "retrieval accuracy",
+                                                "spoken word -> its written form, and back", floor=chance,
+                                                floor_label="chance (largest list)"))
+    return result
+
+
 # ---------------------------------------------------------------------------------------------------
 # Driver
 # ---------------------------------------------------------------------------------------------------
@@ -270,7 +320,7 @@ def analyze_checkpoint(path: str, cfg: AnalysisConfig, out: Path) -> dict[str, A
     from smoltolk.model.hf import load_tokenizer
 
     model = load_analysis_model(path, cfg)
-    utterances = read_aligned(cfg.speech)
+    utterances = read_aligned(cfg.speech) if cfg.speech else []
     out.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"checkpoint": str(path), "pooling": model.config.speech.pooling,
                               "layers": model.config.backbone.num_layers}
@@ -278,9 +328,12 @@ def analyze_checkpoint(path: str, cfg: AnalysisConfig, out: Path) -> dict[str, A
         result["layer_weights"] = run_layer_weights(model, utterances, cfg, out)
     if "segmentation" in cfg.analyses:
         result["segmentation"] = run_segmentation(model, utterances, cfg, out)
-    if {"intrinsic-dim", "overlap"} & set(cfg.analyses):
+    if {"intrinsic-dim", "overlap", "word-alignment"} & set(cfg.analyses):
         tokenizer = load_tokenizer(cfg.tokenizer or path)
+    if {"intrinsic-dim", "overlap"} & set(cfg.analyses):
         result.update(run_representations(model, tokenizer, utterances, cfg, out))
+    if "word-alignment" in cfg.analyses:
+        result["word_alignment"] = run_word_alignment(model, tokenizer, cfg, out)
     (out / "analysis.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
@@ -297,6 +350,14 @@ def _compare(results: dict[str, dict[str, Any]], out: Path) -> None:
     if ov:
         floor = next(r["subspace_overlap"]["random_floor"] for r in results.values() if "subspace_overlap" in r)
         plots.plot_per_layer(ov, out / "subspace_overlap.png", "variance explained", "subspace overlap", floor=floor)
+    wa = {f"{name} {words} S->T": (np.array(r["word_alignment"][words]["speech_to_text"]),
+                                     np.zeros(len(r["word_alignment"][words]["speech_to_text"])))
+          for name, r in results.items() if "word_alignment" in r for words in r["word_alignment"] if words != "figure"}
+    if wa:
+        chance = max(w["chance"] for r in results.values() if "word_alignment" in r
+                     for k, w in r["word_alignment"].items() if k != "figure")
+        plots.plot_per_layer(wa, out / "word_alignment.png", "retrieval accuracy", "spoken word -> its written form",
+                             floor=chance, floor_label="chance (largest list)")
 
 
 def analyze(checkpoints: list[str], cfg: AnalysisConfig, out: str | Path) -> dict[str, Any]:
