@@ -279,10 +279,15 @@ def word_list_name(path: str | Path) -> str:
 
 
 def run_word_alignment(model, tokenizer, cfg: AnalysisConfig, out: Path) -> dict[str, Any]:
-    """Per word list and layer: the spoken word alone (its units) and the written word alone (its tokens), the
-    last position's state of each, paired retrieval (:func:`~smoltolk.analysis.overlap.paired_retrieval`)."""
+    """Per word list and layer: the spoken word alone (its units) and the written word alone (its tokens), each
+    after its modality's document start as the benchmarks score them (speech EOS; the text BOS of ``smoltolk
+    eval``'s ``text_bos=auto``), the last position's state of each, paired retrieval
+    (:func:`~smoltolk.analysis.overlap.paired_retrieval`)."""
     from smoltolk.eval.diagnostics import read_jsonl
+    from smoltolk.eval.run import resolve_text_bos
 
+    text_start = resolve_text_bos(model, "auto", tokenizer)
+    text_start = [] if text_start is None else [text_start]
     result: dict[str, Any] = {}
     for path in cfg.words:
         rows = read_jsonl(path, ("word", "units"))
@@ -294,8 +299,8 @@ def run_word_alignment(model, tokenizer, cfg: AnalysisConfig, out: Path) -> dict
             if not units or not ids or not all(0 <= u < model.num_units for u in units):
                 raise InputError(f"{path}:{i}: word {r['word']!r} needs a non-empty spelling and units in "
                                  f"[0, {model.num_units}), found units {units[:12]}")
-            spoken.append((units, True))
-            written.append((ids, False))
+            spoken.append(([model.speech_eos_id, *units], True))
+            written.append(([*text_start, *ids], False))
         spoken = final_representations(model, spoken, cfg.batch_tokens)
         written = final_representations(model, written, cfg.batch_tokens)
         layers = [paired_retrieval(s, t) for s, t in zip(spoken, written, strict=True)]
