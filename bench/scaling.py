@@ -296,8 +296,8 @@ def table(out: Path) -> str:
 
     head = ("| model | width | steps | seed | tSC T→S | tSC S→T | cloze T→S cal | cloze S→T cal | heard: cloze S cal "
             "(gain nats) | heard: cloze T→S cal (gain) | heard: speech meaning / voice (nats) | speech NLL held-out / "
-            "heard |")
-    lines = [head, "|" + "---|" * 12]
+            "heard | heard: tSC T→S / S→T | word transl. echo T→S / S→T cal |")
+    lines = [head, "|" + "---|" * 14]
     for r in sorted(read_results(out / "results.jsonl"), key=lambda r: (r["width"], r["steps"], r["seed"], r["model"])):
         res, heard = r["results"], r["results"].get("heard", {})
         cloze = ("lexical_cloze", "settings")
@@ -313,7 +313,11 @@ def table(out: Path) -> str:
                  f"({nats(get(heard, *cloze, 'T->S', 'context_gain_nats'))})",
                  f"{nats(get(heard, *effects, MEANING, 'nats'))} / "
                  f"{nats(get(heard, *effects, 'S, speaker match (same story)', 'nats'))}",
-                 f"{nll(res)} / {nll(heard)}"]
+                 f"{nll(res)} / {nll(heard)}",
+                 f"{pct(get(heard, 'tstorycloze_xmodal', 'settings', 'T->S', 'accuracy'))} / "
+                 f"{pct(get(heard, 'tstorycloze_xmodal', 'settings', 'S->T', 'accuracy'))}",
+                 f"{pct(get(res, 'word_translation', 'settings', 'T->S echo', 'calibrated', 'accuracy'))} / "
+                 f"{pct(get(res, 'word_translation', 'settings', 'S->T echo', 'calibrated', 'accuracy'))}"]
         lines.append("| " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
     (out / "summary.md").write_text(text)
