@@ -80,21 +80,32 @@ def plan(widths: list[int], budgets: list[int], seeds: list[int], extra_seeds_at
     return runs
 
 
+CALIBRATION_CONTEXTS = 4  # other stories each tStoryCloze ending is also scored after (the calibrated accuracy)
+
+
 def evaluate_one(model_dir: Path, world_dir: Path, out: Path) -> dict:
     """Held-out topics: tStoryCloze T->S / S->T, the lexical cloze, speech NLL (the figure's metrics); heard
-    topics too, with the other diagnostics (``results["heard"]``), to see where a model stands."""
+    topics too, with the other diagnostics (``results["heard"]``), to see where a model stands. tStoryCloze
+    also calibrated (each ending's score after its story minus its mean after 4 others) and split by
+    whether the endings' pronouns differ (``by_cue``: a heard-vocabulary cue) or not (only the topic tells)."""
     from smoltolk.eval.config import build_eval_config
     from smoltolk.eval.run import evaluate
     from smoltolk.world.build import eval_task_overrides
+    from smoltolk.world.diagnostics import storycloze_by_cue
 
     results = {}
     for split in ("held_out", "heard"):
         keep = ("tasks.tstorycloze_xmodal.", "tasks.lexical_cloze.", "tasks.speech_nll.", "tasks.speaker_context.",
                 "tasks.word_translation.")
         overrides = [o for o in eval_task_overrides(world_dir / "bench" / split) if o.startswith(keep)]
-        overrides += ["tasks.tstorycloze_xmodal.settings=[T->S, S->T]", "tasks.lexical_cloze.limit=100"]
+        overrides += ["tasks.tstorycloze_xmodal.settings=[T->S, S->T]", "tasks.lexical_cloze.limit=100",
+                      f"tasks.tstorycloze_xmodal.calibration_contexts={CALIBRATION_CONTEXTS}"]
         cfg = build_eval_config(None, [], overrides, progress=False)
-        results[split] = evaluate([str(model_dir)], cfg, out / split)["checkpoints"][0]["results"]
+        done = evaluate([str(model_dir)], cfg, out / split)["checkpoints"][0]
+        results[split] = done["results"]
+        results[split]["tstorycloze_xmodal"]["by_cue"] = storycloze_by_cue(
+            world_dir / "bench" / split / "tstorycloze_xmodal",
+            out / split / done["name"] / "scores" / "tstorycloze_xmodal.jsonl", cfg.reduction)
     return {**results["held_out"], "heard": results["heard"]}
 
 
@@ -296,8 +307,9 @@ def table(out: Path) -> str:
 
     head = ("| model | width | steps | seed | tSC T→S | tSC S→T | cloze T→S cal | cloze S→T cal | heard: cloze S cal "
             "(gain nats) | heard: cloze T→S cal (gain) | heard: speech meaning / voice (nats) | speech NLL held-out / "
-            "heard | heard: tSC T→S / S→T | word transl. echo T→S / S→T cal |")
-    lines = [head, "|" + "---|" * 14]
+            "heard | heard: tSC T→S / S→T | word transl. echo T→S / S→T cal | tSC cal T→S / S→T | same pronoun: "
+            "tSC cal T→S / S→T | heard, same pronoun: tSC cal T→S / S→T |")
+    lines = [head, "|" + "---|" * 17]
     for r in sorted(read_results(out / "results.jsonl"), key=lambda r: (r["width"], r["steps"], r["seed"], r["model"])):
         res, heard = r["results"], r["results"].get("heard", {})
         cloze = ("lexical_cloze", "settings")
@@ -317,7 +329,13 @@ def table(out: Path) -> str:
                  f"{pct(get(heard, 'tstorycloze_xmodal', 'settings', 'T->S', 'accuracy'))} / "
                  f"{pct(get(heard, 'tstorycloze_xmodal', 'settings', 'S->T', 'accuracy'))}",
                  f"{pct(get(res, 'word_translation', 'settings', 'T->S echo', 'calibrated', 'accuracy'))} / "
-                 f"{pct(get(res, 'word_translation', 'settings', 'S->T echo', 'calibrated', 'accuracy'))}"]
+                 f"{pct(get(res, 'word_translation', 'settings', 'S->T echo', 'calibrated', 'accuracy'))}",
+                 " / ".join(pct(get(res, "tstorycloze_xmodal", "settings", x, "calibrated", "accuracy"))
+                            for x in ("T->S", "S->T")),
+                 " / ".join(pct(get(res, "tstorycloze_xmodal", "by_cue", x, "same pronoun", "calibrated"))
+                            for x in ("T->S", "S->T")),
+                 " / ".join(pct(get(heard, "tstorycloze_xmodal", "by_cue", x, "same pronoun", "calibrated"))
+                            for x in ("T->S", "S->T"))]
         lines.append("| " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
     (out / "summary.md").write_text(text)

@@ -146,3 +146,30 @@ def test_diagnostic_files_with_bad_records_are_named(tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(InputError, match="line 2 has no frame"):
         WordTranslation(path)
+
+
+def test_storycloze_by_cue_splits_pairs_by_their_pronouns(tmp_path):
+    from smoltolk.world.diagnostics import storycloze_by_cue
+
+    folder = tmp_path / "xsc"
+    folder.mkdir()
+    endings = {"a": ("then he ran home.", "then she ran home."), "b": ("then he ate.", "then he slept."),
+               "c": ("then she sat.", "then she stood.")}
+    for base, (good, bad) in endings.items():
+        (folder / f"{base}_correct.txt").write_text(good + "\n")
+        (folder / f"{base}_incorrect.txt").write_text(bad + "\n")
+    # T->S: right on "a" raw; "b" and "c" wrong raw but right once the endings' scores after the others' stories
+    # are subtracted (per-token means: correct -2 own, -6 after the other story; incorrect -1 after both)
+    rows = [("a", "correct", -2, None), ("a", "incorrect", -4, None), ("b", "correct", -4, None),
+            ("b", "incorrect", -2, None), ("c", "correct", -4, None), ("c", "incorrect", -2, None)]
+    rows += [(b, side, -12 if side == "correct" else -2, "x") for b in "bc" for side in ("correct", "incorrect")]
+    rows += [("a", side, -2, "x") for side in ("correct", "incorrect")]
+    scores = tmp_path / "scores.jsonl"
+    scores.write_text("".join(json.dumps({"item": f"T->S/{b}/{side}" + (f"/after/{o}" if o else ""), "logprob": lp,
+                                          "tokens": 2}) + "\n" for b, side, lp, o in rows))
+    got = storycloze_by_cue(folder, scores)["T->S"]
+    assert got["pronoun differs"] == {"stories": 1, "accuracy": 1.0, "calibrated": 1.0}
+    assert got["same pronoun"] == {"stories": 2, "accuracy": 0.0, "calibrated": 1.0}
+    (folder / "c_incorrect.txt").write_text("and she stood.\n")
+    with pytest.raises(InputError, match="story 'c': endings should start 'then <pronoun>'"):
+        storycloze_by_cue(folder, scores)

@@ -166,11 +166,12 @@ def xmodal_tree(tmp_path, skip=()):
     folder.mkdir()
     units = []
     for b in ("s1", "s2"):
-        for part, text in (("mutual", "ab cd"), ("correct", "ef"), ("incorrect", "gh ij")):
+        for part, text in (("mutual", "ab cd" + " kl" * (b == "s2")), ("correct", "ef"), ("incorrect", "gh ij")):
             if f"{b}_{part}.txt" not in skip:
                 (folder / f"{b}_{part}.txt").write_text(text + "\n")
             (folder / f"{b}_{part}.wav").write_bytes(b"")
-            units.append({"id": f"{b}_{part}", "units": [3, 4, 5] if part == "mutual" else [5, 6]})
+            mutual = [3, 4, 5] if b == "s1" else [3, 4, 7]  # the stories' contexts differ
+            units.append({"id": f"{b}_{part}", "units": mutual if part == "mutual" else [5, 6]})
     (tmp_path / "units.jsonl").write_text("".join(json.dumps(u) + "\n" for u in units))
     return folder
 
@@ -204,6 +205,29 @@ def test_cross_modal_settings_keep_their_own_accuracy(tmp_path):
     only_s = CrossModalStoryCloze(folder, "tstorycloze_xmodal", ["S"])
     assert only_s.metrics(scores(vals[4:8]), "mean")["settings"]["S"]["accuracy"] == 0.0
     assert not CrossModalStoryCloze(folder, "x", ["T"]).speech
+
+
+def test_cross_modal_calibration_cancels_each_endings_own_likelihood(tmp_path):
+    """An ending the model finds likely anyway wins raw; calibrated, only what its own story adds counts."""
+    folder = xmodal_tree(tmp_path)
+    task = CrossModalStoryCloze(folder, "tstorycloze_xmodal", ["T->S"], calibration_contexts=1)
+    names = task.item_names()
+    assert names == ["T->S/s1/correct", "T->S/s1/incorrect", "T->S/s2/correct", "T->S/s2/incorrect",
+                     "T->S/s1/correct/after/s2", "T->S/s1/incorrect/after/s2",
+                     "T->S/s2/correct/after/s1", "T->S/s2/incorrect/after/s1"]
+    items = task.items(load_unit_source(tmp_path / "units.jsonl", task.audio()), WordTokenizer())
+    own, other = items[0].segments[0].ids, items[2].segments[0].ids
+    assert own != other and items[4].segments[0].ids == other and items[6].segments[0].ids == own
+    assert items[4].segments[1] == items[0].segments[1]  # the same ending after the other story
+    # correct endings: -3 after their story, -5 after the other one (+2); incorrect: -1 after either (0)
+    m = task.metrics(scores([(-3, 1), (-1, 1)] * 2 + [(-5, 1), (-1, 1)] * 2), "sum")["settings"]["T->S"]
+    assert m["accuracy"] == 0.0 and m["calibrated"]["accuracy"] == 1.0
+    assert m["calibrated"]["gain_nats"] == {"correct": 2.0, "incorrect": 0.0}
+    # a context-blind model (every ending scores the same after any story) is at chance calibrated
+    blind = task.metrics(scores([(-3, 1), (-1, 1)] * 4), "sum")["settings"]["T->S"]["calibrated"]
+    assert blind["accuracy"] == 0.5
+    with pytest.raises(InputError, match=r"calibration_contexts must be in \[0, 1\]"):
+        CrossModalStoryCloze(folder, "tstorycloze_xmodal", ["T->S"], calibration_contexts=2)
 
 
 def test_cross_modal_missing_text(tmp_path):

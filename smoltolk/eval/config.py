@@ -25,6 +25,8 @@ class CrossModalConfig:
     path: str
     units: str | None = None
     settings: list[str] = field(default_factory=lambda: ["T", "S", "T->S", "S->T"])
+    # > 0: also score each ending after K other stories' contexts and report a calibrated accuracy (a diagnostic)
+    calibration_contexts: int = 0
 
 
 @dataclass

@@ -60,7 +60,7 @@ def build_tasks(cfg: EvalConfig) -> list[Task]:
         elif name in ("sstorycloze", "tstorycloze"):
             tasks.append(StoryCloze(tc.path, name))
         elif name.endswith("_xmodal"):
-            tasks.append(CrossModalStoryCloze(tc.path, name, tc.settings))
+            tasks.append(CrossModalStoryCloze(tc.path, name, tc.settings, tc.calibration_contexts))
         elif name == "speech_nll":
             tasks.append(SpeechNLL(tc.path))
         elif name == "mmlu":

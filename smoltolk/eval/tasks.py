@@ -328,9 +328,16 @@ class CrossModalStoryCloze(Task):
 
     Each setting keeps its own items and its own accuracy (the authors' script carried one
     accumulator across settings; here nothing is shared).
+
+    ``calibration_contexts`` K > 0 (a diagnostic, off by default: the benchmark is the raw comparison)
+    also scores each ending after the contexts of the K stories that follow its own (cyclically) and
+    reports a *calibrated* accuracy: the ending whose score after its own story exceeds its mean score
+    after those others by more wins. An ending's own likelihood (its length, how familiar its words
+    are) then cancels and only what the story adds counts, as the lexical cloze's calibration.
     """
 
-    def __init__(self, path: str | Path, name: str, settings: Sequence[str] = SETTINGS) -> None:
+    def __init__(self, path: str | Path, name: str, settings: Sequence[str] = SETTINGS,
+                 calibration_contexts: int = 0) -> None:
         self.name = name
         self.title = {"sstorycloze_xmodal": "sStoryCloze", "tstorycloze_xmodal": "tStoryCloze"}.get(name, name)
         bad = [s for s in settings if s not in SETTINGS]
@@ -357,6 +364,10 @@ class CrossModalStoryCloze(Task):
                                  f"(needed by settings {self.settings})")
         self.folder = folder
         self.stories = [_Story(b, f) for b, f in sorted(found.items())]
+        if not 0 <= calibration_contexts < len(self.stories):
+            raise InputError(f"{name}: calibration_contexts must be in [0, {len(self.stories) - 1}] (other stories "
+                             f"of {folder}), got {calibration_contexts}")
+        self.calibration_contexts = calibration_contexts
 
     @staticmethod
     def _needs(setting: str) -> list[tuple[str, str]]:
@@ -373,9 +384,22 @@ class CrossModalStoryCloze(Task):
                         out[f"{st.base}_{part}"] = st.files[f"{part}.wav"]
         return out
 
+    def _layout(self) -> list[tuple[str, int, int, str]]:
+        """(setting, story of the context, story of the ending, side) of every item, in scoring order: each
+        setting's own-context pairs, then (with calibration) each ending after the K following contexts."""
+        n, k = len(self.stories), self.calibration_contexts
+        own = [(s, i, i, side) for s in self.settings for i in range(n) for side in ("correct", "incorrect")]
+        others = [(s, (i + j) % n, i, side) for s in self.settings for i in range(n)
+                  for side in ("correct", "incorrect") for j in range(1, k + 1)]
+        return own + others
+
     def item_names(self) -> list[str]:
-        return [f"{s}/{st.base}/{side}" for s in self.settings for st in self.stories for side in ("correct",
-                                                                                                     "incorrect")]
+        names = []
+        for s, ctx, end, side in self._layout():
+            st = self.stories[end]
+            names.append(f"{s}/{st.base}/{side}" if ctx == end else
+                         f"{s}/{st.base}/{side}/after/{self.stories[ctx].base}")
+        return names
 
     def items(self, units: UnitStore | None, tokenizer: Any) -> list[Item]:
         texts: dict[Path, str] = {}
@@ -387,24 +411,23 @@ class CrossModalStoryCloze(Task):
                     raise InputError(f"{path}: empty")
             return texts[path]
 
+        def context(modality: str, st: _Story) -> Segment:
+            if modality == "T":
+                return Segment("text", _encode(tokenizer, text(st.files["mutual.txt"])))
+            return Segment("speech", tuple(units[f"{st.base}_mutual"].tolist()))
+
         items = []
-        names = iter(self.item_names())
-        for s in self.settings:
+        for (s, ctx, end, side), name in zip(self._layout(), self.item_names(), strict=True):
             ctx_mod, end_mod = (s, s) if "->" not in s else s.split("->")
-            for st in self.stories:
-                if ctx_mod == "T":
-                    context = Segment("text", _encode(tokenizer, text(st.files["mutual.txt"])))
-                else:
-                    context = Segment("speech", tuple(units[f"{st.base}_mutual"].tolist()))
-                for side in ("correct", "incorrect"):
-                    if end_mod == "T":  # a word inside running text carries its leading space
-                        ending = Segment("text", _encode(tokenizer, " " + text(st.files[f"{side}.txt"])))
-                    else:
-                        end_units = units[f"{st.base}_{side}"]
-                        if ctx_mod == "S":
-                            end_units = _merge_units(np.asarray(context.ids), end_units)
-                        ending = Segment("speech", tuple(end_units.tolist()))
-                    items.append(continuation_item(context, ending, next(names)))
+            before, st = context(ctx_mod, self.stories[ctx]), self.stories[end]
+            if end_mod == "T":  # a word inside running text carries its leading space
+                ending = Segment("text", _encode(tokenizer, " " + text(st.files[f"{side}.txt"])))
+            else:
+                end_units = units[f"{st.base}_{side}"]
+                if ctx_mod == "S":
+                    end_units = _merge_units(np.asarray(before.ids), end_units)
+                ending = Segment("speech", tuple(end_units.tolist()))
+            items.append(continuation_item(before, ending, name))
         return items
 
     def scoring(self, reduction: Reduction) -> str:
@@ -413,11 +436,19 @@ class CrossModalStoryCloze(Task):
 
     def metrics(self, scores: list[ItemScore], reduction: Reduction) -> dict[str, Any]:
         out: dict[str, Any] = {"settings": {}, "items": len(self.stories)}
-        n = len(self.stories)
-        for k, s in enumerate(self.settings):
-            block = scores[2 * n * k: 2 * n * (k + 1)]  # this setting's scores only
-            acc = [pair_score(block[2 * i].value(reduction), block[2 * i + 1].value(reduction)) for i in range(n)]
-            out["settings"][s] = {"accuracy": _mean(acc)}
+        n, k = len(self.stories), self.calibration_contexts
+        values = np.array([x.value(reduction) for x in scores], dtype=float)
+        own = values[:2 * n * len(self.settings)].reshape(len(self.settings), n, 2)  # setting, story, side
+        for j, s in enumerate(self.settings):  # each setting's scores only
+            out["settings"][s] = {"accuracy": _mean([pair_score(own[j, i, 0], own[j, i, 1]) for i in range(n)])}
+        if k:
+            null = values[2 * n * len(self.settings):].reshape(len(self.settings), n, 2, k).mean(-1)
+            gain = own - null  # what the story adds to each ending
+            for j, s in enumerate(self.settings):
+                out["settings"][s]["calibrated"] = {
+                    "accuracy": _mean([pair_score(gain[j, i, 0], gain[j, i, 1]) for i in range(n)]),
+                    "gain_nats": {"correct": float(gain[j, :, 0].mean()), "incorrect": float(gain[j, :, 1].mean())}}
+            out["calibration_contexts"] = k
         return out
 
 

@@ -125,3 +125,49 @@ def write_diagnostics(root: Path, items: list[Story], places: list[str], group: 
     if speakers:
         _write_jsonl(root / "speaker_context.jsonl", speakers)
     return {"lexical_cloze": len(cloze), "word_translation": len(translation), "speaker_context": len(speakers)}
+
+
+ENDING_CUES = ("pronoun differs", "same pronoun")  # the two kinds of StoryCloze pair in the world
+
+
+def storycloze_by_cue(folder: str | Path, scores: str | Path, reduction: str = "mean") -> dict:
+    """A world's cross-modal StoryCloze split by what tells its two endings apart (``then <he|she> ...``):
+    pairs whose pronouns differ can be told by agreement with the story's person, a cue of the heard
+    vocabulary; pairs with the same pronoun only by what the story is about. ``scores``: the per-item
+    scores ``smoltolk eval`` wrote for the task (with ``calibration_contexts`` > 0 the calibrated
+    accuracy too). Returns ``{setting: {cue: {"stories", "accuracy", "calibrated"}}}``."""
+    from smoltolk.errors import InputError
+    from smoltolk.eval.scorer import pair_score
+
+    folder = Path(folder)
+    differs = {}
+    for f in sorted(folder.glob("*_correct.txt")):
+        base = f.name[:-len("_correct.txt")]
+        endings = [f.read_text().split(), (folder / f"{base}_incorrect.txt").read_text().split()]
+        if any(len(e) < 2 or e[0] != "then" for e in endings):
+            raise InputError(f"{folder}: story {base!r}: endings should start 'then <pronoun>', got "
+                             f"{[' '.join(e[:2]) for e in endings]}")
+        differs[base] = endings[0][1] != endings[1][1]
+    own: dict[tuple[str, str, str], float] = {}
+    other: dict[tuple[str, str, str], list[float]] = {}
+    for n, line in enumerate(Path(scores).read_text().splitlines(), 1):
+        row = json.loads(line)
+        value = row["logprob"] / row["tokens"] if reduction == "mean" else row["logprob"]
+        setting, base, side, *after = row["item"].split("/")
+        if base not in differs:
+            raise InputError(f"{scores}:{n}: story {base!r} is not in {folder}")
+        (other.setdefault((setting, base, side), []).append(value) if after else
+         own.__setitem__((setting, base, side), value))
+    out: dict = {}
+    for setting in sorted({k[0] for k in own}):
+        for cue in ENDING_CUES:
+            bases = [b for b, d in differs.items() if d == (cue == ENDING_CUES[0]) and (setting, b, "correct") in own]
+            raw = [pair_score(own[(setting, b, "correct")], own[(setting, b, "incorrect")]) for b in bases]
+            cell = {"stories": len(bases), "accuracy": sum(raw) / len(raw) if raw else None, "calibrated": None}
+            if bases and all((setting, b, side) in other for b in bases for side in ("correct", "incorrect")):
+                gain = {(b, side): own[(setting, b, side)] - sum(other[(setting, b, side)]) /
+                        len(other[(setting, b, side)]) for b in bases for side in ("correct", "incorrect")}
+                cell["calibrated"] = sum(pair_score(gain[(b, "correct")], gain[(b, "incorrect")])
+                                         for b in bases) / len(bases)
+            out.setdefault(setting, {})[cue] = cell
+    return out
