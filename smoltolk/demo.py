@@ -40,6 +40,7 @@ class DemoSize:
 
 MODELS = ("baseline", "smoltolk", "smoltolk-no-adapters")  # the demo's models: recipes/demo/<name>.yaml
 CLOZE_STORIES = 100  # lexical-cloze stories per split (24 candidates x 6 settings x 2 contexts each)
+CALIBRATION_CONTEXTS = 4  # other stories each cross-modal tStoryCloze ending is also scored after (calibrated)
 MIN_GAP_WORDS = 300  # the world's spacing of held-out words in speech: at least the context + 1 (see Split)
 
 SIZES = {
@@ -271,14 +272,21 @@ def _evaluate(world_dir: Path, models: dict[str, Path], out: Path, progress: boo
     from smoltolk.eval.run import evaluate
     from smoltolk.world.build import eval_task_overrides
 
+    from smoltolk.world.diagnostics import storycloze_by_cue
+
     results = {}
     for split in ("held_out", "heard"):
         overrides = eval_task_overrides(world_dir / "bench" / split)
         if any(o.startswith("tasks.lexical_cloze.") for o in overrides):
             overrides.append(f"tasks.lexical_cloze.limit={CLOZE_STORIES}")
+        overrides.append(f"tasks.tstorycloze_xmodal.calibration_contexts={CALIBRATION_CONTEXTS}")
         cfg = build_eval_config(None, [], overrides, progress=progress)
         summary = evaluate([str(m) for m in models.values()], cfg, out / split)
         results[split] = {c["name"]: c["results"] for c in summary["checkpoints"]}
+        for c in summary["checkpoints"]:  # which pairs a model tells apart: by the pronoun, or by the topic alone
+            c["results"]["tstorycloze_xmodal"]["by_cue"] = storycloze_by_cue(
+                world_dir / "bench" / split / "tstorycloze_xmodal",
+                out / split / c["name"] / "scores" / "tstorycloze_xmodal.jsonl", cfg.reduction)
     return results
 
 
@@ -359,6 +367,7 @@ def render_report(summary: dict) -> str:
         tables = diagnostics_tables({"checkpoints": [{"name": n, "results": r} for n, r in by_model.items()]})
         if tables:
             lines += ["", f"### Where transfer fails: diagnostics on {split.replace('_', '-')} topics", *tables]
+    lines += _calibrated_lines(summary)
     lines += _selector_lines(summary)
     lines += _audio_lines(summary.get("audio"))
     if summary.get("samples"):
@@ -389,6 +398,33 @@ FIGURE_CAPTIONS = {
     "segmentation_example": "Word boundaries predicted at peaks of the last layer's w on a held-out story "
                             "(blue triangles) against the true ones (red).",
 }
+
+
+def _calibrated_lines(summary: dict) -> list[str]:
+    """Cross-modal tStoryCloze raw, calibrated, and calibrated on the pairs only the topic tells apart."""
+    rows = []
+    for split, by_model in summary["results"].items():
+        for name, res in by_model.items():
+            xm = _get(res, "tstorycloze_xmodal") or {}
+            cells = []
+            for s in ("T->S", "S->T"):
+                cells += [_get(xm, "settings", s, "accuracy"), _get(xm, "settings", s, "calibrated", "accuracy"),
+                          _get(xm, "by_cue", s, "pronoun differs", "calibrated"),
+                          _get(xm, "by_cue", s, "same pronoun", "calibrated")]
+            if any(c is not None for c in cells):
+                pct = ["-" if c is None else f"{100 * c:.1f}" for c in cells]
+                rows.append(f"| {split.replace('_', '-')} | {name} | " + " | ".join(pct) + " |")
+    if not rows:
+        return []
+    return ["", "### Cross-modal tStoryCloze, calibrated", "",
+            "Raw: the benchmark (the ending with the higher mean log-probability after the story wins). Calibrated: "
+            f"each ending's score after its own story minus its mean after {CALIBRATION_CONTEXTS} other stories, so "
+            "how likely an ending is anyway (its length, how familiar its spoken words are) cancels and only what "
+            "the story adds counts. The world's endings are `then <he|she> ...`: where the two endings' pronouns "
+            "differ, agreeing with the story's person tells them apart (a cue of the heard vocabulary); where they "
+            "are the same, only what the story is about does (on held-out topics, knowledge only text taught).", "",
+            "| topics | model | T→S raw | T→S cal. | T→S cal., pronouns differ | T→S cal., same pronoun | S→T raw | "
+            "S→T cal. | S→T cal., pronouns differ | S→T cal., same pronoun |", "|" + "---|" * 10, *rows]
 
 
 def _figure_lines(summary: dict) -> list[str]:
@@ -459,6 +495,21 @@ def conclusions(summary: dict) -> list[str]:
                    f"T→S and S→T): {verdict}. T→S baseline / SmolTolk / -Adapters {100 * t2s[0]:.1f} / "
                    f"{100 * t2s[1]:.1f} / {100 * t2s[2]:.1f}, S→T {100 * s2t[0]:.1f} / {100 * s2t[1]:.1f} / "
                    f"{100 * s2t[2]:.1f} (chance 50).")
+    def cal(res, setting, cue=None):
+        if cue is None:
+            return _get(res, "tstorycloze_xmodal", "settings", setting, "calibrated", "accuracy")
+        return _get(res, "tstorycloze_xmodal", "by_cue", setting, cue, "calibrated")
+
+    same = [cal(m, s, "same pronoun") for s in ("T->S", "S->T") for m in (base, smol)]
+    differs = [cal(m, s, "pronoun differs") for s in ("T->S", "S->T") for m in (base, smol)]
+    if None not in same + differs:
+        n_differs = _get(base, "tstorycloze_xmodal", "by_cue", "T->S", "pronoun differs", "stories")
+        n_same = _get(base, "tstorycloze_xmodal", "by_cue", "T->S", "same pronoun", "stories")
+        out.append(f"- Calibrated (each ending's own likelihood removed), held-out pairs told apart by the pronoun: "
+                   f"T→S baseline / SmolTolk {100 * differs[0]:.0f} / {100 * differs[1]:.0f}, S→T "
+                   f"{100 * differs[2]:.0f} / {100 * differs[3]:.0f}; pairs only the topic tells apart (knowledge "
+                   f"only text taught): T→S {100 * same[0]:.0f} / {100 * same[1]:.0f}, S→T {100 * same[2]:.0f} / "
+                   f"{100 * same[3]:.0f} (chance 50; {n_differs} and {n_same} stories).")
     nll = [_get(m, "speech_nll", "nll") for m in (base, smol)]
     if None not in nll:
         verdict = "held" if nll[1] < nll[0] else "did not hold"

@@ -39,6 +39,9 @@ def test_quick_demo_produces_every_artefact(tmp_path, capsys):
             assert all(0 <= v["calibrated"]["accuracy"] <= 1 for v in res["lexical_cloze"]["settings"].values())
             assert set(res["word_translation"]["settings"]) == {"S->T", "T->S", "S->T echo", "T->S echo"}
             assert all(v["nats"] == v["nats"] for v in res["speaker_context"]["effects"].values())
+            xm = res["tstorycloze_xmodal"]  # calibrated, and split by what tells the endings apart
+            assert all(0 <= xm["settings"][s]["calibrated"]["accuracy"] <= 1 for s in ("T->S", "S->T"))
+            assert sum(cell["stories"] for cell in xm["by_cue"]["T->S"].values()) == xm["items"]
     rows = [json.loads(x) for x in (out / "runs" / "smoltolk" / "metrics.jsonl").read_text().splitlines()]
     curve = [r["val/lexical_cloze/settings/T->S/calibrated/accuracy"] for r in rows
              if "val/lexical_cloze/settings/T->S/calibrated/accuracy" in r]
@@ -53,6 +56,8 @@ def test_quick_demo_produces_every_artefact(tmp_path, capsys):
         wavs = [s["wav"] for s in speech if "wav" in s]
         assert wavs and all((out / w).stat().st_size > 1000 and f"]({w})" in report for w in wavs)
     assert "## What this run showed" in report and "- Cross-modal transfer" in report
+    calibrated = report.split("### Cross-modal tStoryCloze, calibrated")[1].split("\n\n")[2].splitlines()
+    assert len(calibrated) == 2 + 2 * len(MODELS) and "pairs only the topic tells apart" in report
     figures = [line.split("(")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]
     assert len(figures) >= 4 and all((out / f).is_file() for f in figures)  # every figure linked, and there
     summary_stages = summary["stage_seconds"]
