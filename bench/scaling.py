@@ -11,7 +11,8 @@ smallest budget up, so a partial study already covers every model. ``--plot`` re
 (every run) and ``seeds.md`` / ``seeds.json`` (mean and range over seeds, held-out and heard topics).
 ``--curve-every N`` also scores the held-out benchmarks every N steps while each model trains (learning
 curves: the run's metrics.jsonl kept as ``OUT/curves/<key>.jsonl``, drawn in ``OUT/curves.png``);
-``--keep-models`` keeps each run's weights in ``OUT/models/<key>`` (to score them later on new items).
+``--keep-models`` keeps each run's weights in ``OUT/models/<key>``; ``--reevaluate`` scores them again with
+the current evaluation (new diagnostics) and replaces their rows' results.
 
     .venv/bin/python bench/scaling.py --out runs/scaling            # hours of CPU: run it in the background
     .venv/bin/python bench/scaling.py --out runs/scaling --plot     # the figure from what has finished
@@ -185,6 +186,26 @@ def study(args) -> None:
         shutil.rmtree(work)
         print(f"{key}: " + ", ".join(f"{m} {v:.3f}" for m, v in row["metrics"].items())
               + f" ({train_seconds:.0f} s)", flush=True)
+
+
+def reevaluate(out: Path) -> int:
+    """Score the kept models (``OUT/models/<key>``, from --keep-models) again with this evaluation and replace
+    their rows' results (training is not redone); returns how many rows changed."""
+    from smoltolk.files import write_text_atomic
+
+    rows, changed = read_results(out / "results.jsonl"), 0
+    for row in rows:
+        model_dir = out / "models" / row["key"]
+        if not (model_dir / "model.safetensors").is_file():
+            continue
+        res = evaluate_one(model_dir, out / "world", out / "work" / f"reevaluate-{row['key']}")
+        shutil.rmtree(out / "work" / f"reevaluate-{row['key']}")
+        row["results"] = res
+        row["metrics"] = {m: _dig(res[task], keys) for m, (task, keys, _) in METRICS.items()}
+        changed += 1
+        print(f"{row['key']}: scored again", flush=True)
+    write_text_atomic(out / "results.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    return changed
 
 
 def plot(out: Path) -> dict:
@@ -422,12 +443,16 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="the demo's --quick world and sizes (for tests)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--plot", action="store_true", help="only redraw the figure from the results")
+    ap.add_argument("--reevaluate", action="store_true",
+                    help="score the kept models (--keep-models) again with this evaluation, then redraw")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     import torch
 
     torch.set_num_threads(args.threads)
-    if not args.plot:
+    if args.reevaluate:
+        reevaluate(Path(args.out))
+    elif not args.plot:
         study(args)
     if (Path(args.out) / "results.jsonl").is_file():
         data = plot(Path(args.out))

@@ -32,6 +32,18 @@ def test_scaling_study_smallest_setting_runs_resumes_and_plots(tmp_path):
     data = json.loads((tmp_path / "scaling.json").read_text())
     assert len(data["points"]) == 3 and (tmp_path / "scaling.png").stat().st_size > 10_000
     assert (tmp_path / "curves.png").stat().st_size > 10_000
+    for r in rows:  # tStoryCloze calibrated and split by what tells the endings apart
+        xm = r["results"]["tstorycloze_xmodal"]
+        assert 0 <= xm["settings"]["T->S"]["calibrated"]["accuracy"] <= 1
+        assert sum(c["stories"] for c in xm["by_cue"]["S->T"].values()) == xm["items"]
+    # --reevaluate scores the kept models again (here: the same evaluation, so the same results)
+    (tmp_path / "results.jsonl").write_text("".join(
+        json.dumps({**r, "results": {}, "metrics": {}}) + "\n" for r in rows))
+    redo = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path), "--reevaluate"], capture_output=True,
+                          text=True, timeout=600)
+    assert redo.returncode == 0, redo.stderr[-2000:]
+    again = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [r["metrics"] for r in again] == [r["metrics"] for r in rows]
 
 
 def test_seed_table_gives_mean_and_range_per_model(tmp_path):
