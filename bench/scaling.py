@@ -10,7 +10,8 @@ smallest budget up, so a partial study already covers every model. ``--plot`` re
 ``OUT/scaling.png`` and ``OUT/scaling.json`` (means and spreads over seeds) from the results, ``summary.md``
 (every run) and ``seeds.md`` / ``seeds.json`` (mean and range over seeds, held-out and heard topics).
 ``--curve-every N`` also scores the held-out benchmarks every N steps while each model trains (learning
-curves: the run's metrics.jsonl kept as ``OUT/curves/<key>.jsonl``, drawn in ``OUT/curves.png``);
+curves: the validation steps of the run's metrics.jsonl kept as ``OUT/curves/<key>.jsonl``, drawn in
+``OUT/curves.png``);
 ``--keep-models`` keeps each run's weights in ``OUT/models/<key>``; ``--reevaluate`` scores them again with
 the current evaluation (new diagnostics) and replaces their rows' results.
 
@@ -167,7 +168,9 @@ def study(args) -> None:
         train_seconds = time.time() - t0
         if args.curve_every:
             (out / "curves").mkdir(exist_ok=True)
-            shutil.copyfile(work / "runs" / model / "metrics.jsonl", out / "curves" / f"{key}.jsonl")
+            rows = (work / "runs" / model / "metrics.jsonl").read_text().splitlines()
+            (out / "curves" / f"{key}.jsonl").write_text(  # the validation steps only: the curves
+                "".join(x + "\n" for x in rows if '"val/' in x))
         res = evaluate_one(model_dir, world_dir, work / "eval")
         params = sum(p.numel() for p in TextSpeechLM.from_pretrained(model_dir).parameters())
         tokens = steps * size.micro_batch * size.context
