@@ -175,7 +175,8 @@ def run_one(name: str, context: int, args: argparse.Namespace) -> dict:
            "--device", args.device]
     cmd += ["--quick"] * args.quick + ["--bf16"] * args.bf16 + ["--compile"] * args.compile
     cmd += ["--peak-flops", str(args.peak_flops)] if args.peak_flops else []
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(args.mmap_threshold)} if args.mmap_threshold else None
+    env = (None if args.mmap_threshold is None else
+           {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(args.mmap_threshold)})
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"{name} at context {context} failed:\n{done.stderr[-3000:]}")
@@ -197,8 +198,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the forward pass")
     p.add_argument("--peak-flops", type=float, default=None, help="the device's peak FLOP/s: adds MFU")
     p.add_argument("--mmap-threshold", type=int, default=None, metavar="BYTES",
-                   help="glibc's fixed mmap threshold in every contender's process (e.g. 131072): peaks follow "
-                        "live memory, not what the allocator keeps")
+                   help="glibc's fixed mmap threshold in every contender's process (e.g. 131072; glibc caps it at "
+                        "32 MiB): peaks follow live memory, not what the allocator keeps")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: one measurement in this process
     p.add_argument("--context", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import os
 import shutil
@@ -82,18 +83,15 @@ def plan(widths: list[int], budgets: list[int], seeds: list[int], extra_seeds_at
     return runs
 
 
-CALIBRATION_CONTEXTS = 4  # other stories each tStoryCloze ending is also scored after (the calibrated accuracy)
-
-
 def evaluate_one(model_dir: Path, world_dir: Path, out: Path) -> dict:
     """Held-out topics: tStoryCloze T->S / S->T, the lexical cloze, speech NLL (the figure's metrics); heard
     topics too, with the other diagnostics (``results["heard"]``), to see where a model stands. tStoryCloze
-    also calibrated (each ending's score after its story minus its mean after 4 others) and split by
+    also calibrated (each ending's score after its story minus its mean after a few others) and split by
     whether the endings' pronouns differ (``by_cue``: a heard-vocabulary cue) or not (only the topic tells)."""
     from smoltolk.eval.config import build_eval_config
     from smoltolk.eval.run import evaluate
     from smoltolk.world.build import eval_task_overrides
-    from smoltolk.world.diagnostics import storycloze_by_cue
+    from smoltolk.world.diagnostics import CALIBRATION_CONTEXTS, add_storycloze_cues
 
     results = {}
     for split in ("held_out", "heard"):
@@ -104,10 +102,8 @@ def evaluate_one(model_dir: Path, world_dir: Path, out: Path) -> dict:
                       f"tasks.tstorycloze_xmodal.calibration_contexts={CALIBRATION_CONTEXTS}"]
         cfg = build_eval_config(None, [], overrides, progress=False)
         done = evaluate([str(model_dir)], cfg, out / split)["checkpoints"][0]
+        add_storycloze_cues(done, world_dir / "bench" / split, out / split, cfg.reduction)
         results[split] = done["results"]
-        results[split]["tstorycloze_xmodal"]["by_cue"] = storycloze_by_cue(
-            world_dir / "bench" / split / "tstorycloze_xmodal",
-            out / split / done["name"] / "scores" / "tstorycloze_xmodal.jsonl", cfg.reduction)
     return {**results["held_out"], "heard": results["heard"]}
 
 
@@ -193,22 +189,26 @@ def study(args) -> None:
 
 def reevaluate(out: Path) -> int:
     """Score the kept models (``OUT/models/<key>``, from --keep-models) again with this evaluation and replace
-    their rows' results (training is not redone); returns how many rows changed."""
+    their rows' results (training is not redone; each row is written as soon as it is scored); returns how
+    many rows were scored again. Rows whose weights were not kept keep their results (said on stdout)."""
     from smoltolk.files import write_text_atomic
 
-    rows, changed = read_results(out / "results.jsonl"), 0
+    if not (out / "results.jsonl").is_file():
+        raise SystemExit(f"{out / 'results.jsonl'}: no results to score again")
+    rows, done = read_results(out / "results.jsonl"), 0
     for row in rows:
         model_dir = out / "models" / row["key"]
         if not (model_dir / "model.safetensors").is_file():
+            print(f"{row['key']}: weights not kept ({model_dir}), its results stay as they were", flush=True)
             continue
         res = evaluate_one(model_dir, out / "world", out / "work" / f"reevaluate-{row['key']}")
         shutil.rmtree(out / "work" / f"reevaluate-{row['key']}")
         row["results"] = res
         row["metrics"] = {m: _dig(res[task], keys) for m, (task, keys, _) in METRICS.items()}
-        changed += 1
+        write_text_atomic(out / "results.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+        done += 1
         print(f"{row['key']}: scored again", flush=True)
-    write_text_atomic(out / "results.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    return changed
+    return done
 
 
 def plot(out: Path) -> dict:
@@ -286,7 +286,7 @@ def plot_curves(out: Path) -> Path | None:
 
     fig, axes = plt.subplots(1, len(CURVES), figsize=(6 * len(CURVES), 4.2))
     styles = ["-", "--", ":", "-."]
-    for color, f in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4, files, strict=False):
+    for color, f in zip(itertools.cycle(plt.rcParams["axes.prop_cycle"].by_key()["color"]), files):
         rows = [json.loads(x) for x in f.read_text().splitlines()]
         for ax, (label, columns) in zip(axes, CURVES.items(), strict=True):
             for ls, (name, col) in zip(styles, columns.items(), strict=False):

@@ -40,7 +40,6 @@ class DemoSize:
 
 MODELS = ("baseline", "smoltolk", "smoltolk-no-adapters")  # the demo's models: recipes/demo/<name>.yaml
 CLOZE_STORIES = 100  # lexical-cloze stories per split (24 candidates x 6 settings x 2 contexts each)
-CALIBRATION_CONTEXTS = 4  # other stories each cross-modal tStoryCloze ending is also scored after (calibrated)
 MIN_GAP_WORDS = 300  # the world's spacing of held-out words in speech: at least the context + 1 (see Split)
 
 SIZES = {
@@ -272,7 +271,7 @@ def _evaluate(world_dir: Path, models: dict[str, Path], out: Path, progress: boo
     from smoltolk.eval.run import evaluate
     from smoltolk.world.build import eval_task_overrides
 
-    from smoltolk.world.diagnostics import storycloze_by_cue
+    from smoltolk.world.diagnostics import CALIBRATION_CONTEXTS, add_storycloze_cues
 
     results = {}
     for split in ("held_out", "heard"):
@@ -282,11 +281,9 @@ def _evaluate(world_dir: Path, models: dict[str, Path], out: Path, progress: boo
         overrides.append(f"tasks.tstorycloze_xmodal.calibration_contexts={CALIBRATION_CONTEXTS}")
         cfg = build_eval_config(None, [], overrides, progress=progress)
         summary = evaluate([str(m) for m in models.values()], cfg, out / split)
-        results[split] = {c["name"]: c["results"] for c in summary["checkpoints"]}
         for c in summary["checkpoints"]:  # which pairs a model tells apart: by the pronoun, or by the topic alone
-            c["results"]["tstorycloze_xmodal"]["by_cue"] = storycloze_by_cue(
-                world_dir / "bench" / split / "tstorycloze_xmodal",
-                out / split / c["name"] / "scores" / "tstorycloze_xmodal.jsonl", cfg.reduction)
+            add_storycloze_cues(c, world_dir / "bench" / split, out / split, cfg.reduction)
+        results[split] = {c["name"]: c["results"] for c in summary["checkpoints"]}
     return results
 
 
@@ -402,6 +399,8 @@ FIGURE_CAPTIONS = {
 
 def _calibrated_lines(summary: dict) -> list[str]:
     """Cross-modal tStoryCloze raw, calibrated, and calibrated on the pairs only the topic tells apart."""
+    from smoltolk.world.diagnostics import CALIBRATION_CONTEXTS
+
     rows = []
     for split, by_model in summary["results"].items():
         for name, res in by_model.items():
@@ -495,9 +494,7 @@ def conclusions(summary: dict) -> list[str]:
                    f"T→S and S→T): {verdict}. T→S baseline / SmolTolk / -Adapters {100 * t2s[0]:.1f} / "
                    f"{100 * t2s[1]:.1f} / {100 * t2s[2]:.1f}, S→T {100 * s2t[0]:.1f} / {100 * s2t[1]:.1f} / "
                    f"{100 * s2t[2]:.1f} (chance 50).")
-    def cal(res, setting, cue=None):
-        if cue is None:
-            return _get(res, "tstorycloze_xmodal", "settings", setting, "calibrated", "accuracy")
+    def cal(res, setting, cue):
         return _get(res, "tstorycloze_xmodal", "by_cue", setting, cue, "calibrated")
 
     same = [cal(m, s, "same pronoun") for s in ("T->S", "S->T") for m in (base, smol)]

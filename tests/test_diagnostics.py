@@ -151,25 +151,31 @@ def test_diagnostic_files_with_bad_records_are_named(tmp_path):
 def test_storycloze_by_cue_splits_pairs_by_their_pronouns(tmp_path):
     from smoltolk.world.diagnostics import storycloze_by_cue
 
-    folder = tmp_path / "xsc"
+    folder = tmp_path / "tstorycloze_xmodal"
     folder.mkdir()
     endings = {"a": ("then he ran home.", "then she ran home."), "b": ("then he ate.", "then he slept."),
                "c": ("then she sat.", "then she stood.")}
     for base, (good, bad) in endings.items():
-        (folder / f"{base}_correct.txt").write_text(good + "\n")
-        (folder / f"{base}_incorrect.txt").write_text(bad + "\n")
-    # T->S: right on "a" raw; "b" and "c" wrong raw but right once the endings' scores after the others' stories
-    # are subtracted (per-token means: correct -2 own, -6 after the other story; incorrect -1 after both)
-    rows = [("a", "correct", -2, None), ("a", "incorrect", -4, None), ("b", "correct", -4, None),
-            ("b", "incorrect", -2, None), ("c", "correct", -4, None), ("c", "incorrect", -2, None)]
-    rows += [(b, side, -12 if side == "correct" else -2, "x") for b in "bc" for side in ("correct", "incorrect")]
-    rows += [("a", side, -2, "x") for side in ("correct", "incorrect")]
+        for part, text in (("mutual", f"{base} was there."), ("correct", good), ("incorrect", bad)):
+            (folder / f"{base}_{part}.txt").write_text(text + "\n")
+            (folder / f"{base}_{part}.wav").write_bytes(b"")
+    # T->S, one other story each: "a" right raw and calibrated; "b" and "c" wrong raw, right calibrated
+    own = {("a", "correct"): -1, ("a", "incorrect"): -2, ("b", "correct"): -2, ("b", "incorrect"): -1,
+           ("c", "correct"): -2, ("c", "incorrect"): -1}
+    other = {("a", "correct"): -1.5, ("a", "incorrect"): -1.5, ("b", "correct"): -6, ("b", "incorrect"): -1,
+             ("c", "correct"): -6, ("c", "incorrect"): -1}
+    from smoltolk.eval.tasks import CrossModalStoryCloze
+
+    names = CrossModalStoryCloze(folder, "tstorycloze_xmodal", ["T->S"], 1).item_names()
     scores = tmp_path / "scores.jsonl"
-    scores.write_text("".join(json.dumps({"item": f"T->S/{b}/{side}" + (f"/after/{o}" if o else ""), "logprob": lp,
-                                          "tokens": 2}) + "\n" for b, side, lp, o in rows))
+    scores.write_text("".join(json.dumps({"item": n, "tokens": 1, "logprob": (
+        other if "/after/" in n else own)[tuple(n.split("/")[1:3])]}) + "\n" for n in names))
     got = storycloze_by_cue(folder, scores)["T->S"]
     assert got["pronoun differs"] == {"stories": 1, "accuracy": 1.0, "calibrated": 1.0}
     assert got["same pronoun"] == {"stories": 2, "accuracy": 0.0, "calibrated": 1.0}
     (folder / "c_incorrect.txt").write_text("and she stood.\n")
     with pytest.raises(InputError, match="story 'c': endings should start 'then <pronoun>'"):
+        storycloze_by_cue(folder, scores)
+    scores.write_text("".join(x + "\n" for x in scores.read_text().splitlines()[:-1]))  # one item short
+    with pytest.raises(InputError, match="not those of"):
         storycloze_by_cue(folder, scores)

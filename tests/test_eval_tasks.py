@@ -207,27 +207,62 @@ def test_cross_modal_settings_keep_their_own_accuracy(tmp_path):
     assert not CrossModalStoryCloze(folder, "x", ["T"]).speech
 
 
+def calibration_tree(tmp_path):
+    """Four stories with their own texts and units; s0's wrong ending is s1's right one."""
+    folder = tmp_path / "cal"
+    folder.mkdir()
+    units = []
+    for i in range(4):
+        texts = {"mutual": f"m{i} m{i}", "correct": f"c{i}", "incorrect": "c1" if i == 0 else f"w{i}"}
+        for part, text in texts.items():
+            (folder / f"s{i}_{part}.txt").write_text(text + "\n")
+            (folder / f"s{i}_{part}.wav").write_bytes(b"")
+            units.append({"id": f"s{i}_{part}", "units": [10 + i, 20 + i] if part == "mutual" else [30 + i, 5]})
+    (tmp_path / "units.jsonl").write_text("".join(json.dumps(u) + "\n" for u in units))
+    return folder
+
+
 def test_cross_modal_calibration_cancels_each_endings_own_likelihood(tmp_path):
     """An ending the model finds likely anyway wins raw; calibrated, only what its own story adds counts."""
-    folder = xmodal_tree(tmp_path)
-    task = CrossModalStoryCloze(folder, "tstorycloze_xmodal", ["T->S"], calibration_contexts=1)
+    folder = calibration_tree(tmp_path)
+    task = CrossModalStoryCloze(folder, "tstorycloze_xmodal", ["T->S", "S->T"], calibration_contexts=2)
     names = task.item_names()
-    assert names == ["T->S/s1/correct", "T->S/s1/incorrect", "T->S/s2/correct", "T->S/s2/incorrect",
-                     "T->S/s1/correct/after/s2", "T->S/s1/incorrect/after/s2",
-                     "T->S/s2/correct/after/s1", "T->S/s2/incorrect/after/s1"]
+    assert names[:2] == ["T->S/s0/correct", "T->S/s0/incorrect"] and len(names) == 2 * 4 * 2 * 3
+    # never after the story an ending belongs to: s0's wrong ending is s1's right one, so s0 and s1 skip each other
+    others = {b: sorted(n.split("/after/")[1] for n in names if n.startswith(f"T->S/{b}/correct/after/"))
+              for b in ("s0", "s1", "s2", "s3")}
+    assert others == {"s0": ["s2", "s3"], "s1": ["s2", "s3"], "s2": ["s0", "s3"], "s3": ["s0", "s1"]}
     items = task.items(load_unit_source(tmp_path / "units.jsonl", task.audio()), WordTokenizer())
-    own, other = items[0].segments[0].ids, items[2].segments[0].ids
-    assert own != other and items[4].segments[0].ids == other and items[6].segments[0].ids == own
-    assert items[4].segments[1] == items[0].segments[1]  # the same ending after the other story
-    # correct endings: -3 after their story, -5 after the other one (+2); incorrect: -1 after either (0)
-    m = task.metrics(scores([(-3, 1), (-1, 1)] * 2 + [(-5, 1), (-1, 1)] * 2), "sum")["settings"]["T->S"]
-    assert m["accuracy"] == 0.0 and m["calibrated"]["accuracy"] == 1.0
-    assert m["calibrated"]["gain_nats"] == {"correct": 2.0, "incorrect": 0.0}
-    # a context-blind model (every ending scores the same after any story) is at chance calibrated
-    blind = task.metrics(scores([(-3, 1), (-1, 1)] * 4), "sum")["settings"]["T->S"]["calibrated"]
-    assert blind["accuracy"] == 0.5
-    with pytest.raises(InputError, match=r"calibration_contexts must be in \[0, 1\]"):
-        CrossModalStoryCloze(folder, "tstorycloze_xmodal", ["T->S"], calibration_contexts=2)
+    by_name = dict(zip(names, items, strict=True))
+    assert by_name["T->S/s0/correct/after/s2"].segments[0] == by_name["T->S/s2/correct"].segments[0]
+    assert by_name["T->S/s0/correct/after/s2"].segments[1] == by_name["T->S/s0/correct"].segments[1]
+
+    # T->S: raw right (correct -1, incorrect -2) but the story lowers the correct ending (its mean after the
+    # others is 1 higher) and raises the wrong one (1 lower): calibrated wrong. S->T: raw wrong (-3 vs -2),
+    # calibrated right (the story adds 2 to the correct ending, 0 to the wrong one). The two other contexts
+    # differ (+-0.5), so a layout mix-up of contexts, sides or settings changes the result.
+    def value(name):
+        setting, _, side, *rest = name.split("/")
+        own = {("T->S", "correct"): -1, ("T->S", "incorrect"): -2, ("S->T", "correct"): -3,
+               ("S->T", "incorrect"): -2}[(setting, side)]
+        if not rest:
+            return own
+        shift = {("T->S", "correct"): 1, ("T->S", "incorrect"): -1, ("S->T", "correct"): -2,
+                 ("S->T", "incorrect"): 0}[(setting, side)]
+        mine = [n for n in names if n.startswith(name.split("/after/")[0] + "/after/")]
+        first = name == mine[0]
+        return own + shift + (0.5 if first else -0.5)
+
+    m = task.metrics(scores([(value(n), 1) for n in names]), "sum")["settings"]
+    assert m["T->S"]["accuracy"] == 1.0 and m["T->S"]["calibrated"]["accuracy"] == 0.0
+    assert m["S->T"]["accuracy"] == 0.0 and m["S->T"]["calibrated"]["accuracy"] == 1.0
+    assert m["T->S"]["calibrated"]["gain_nats"] == {"correct": -1.0, "incorrect": 1.0}
+    assert m["S->T"]["calibrated"]["gain_nats"] == {"correct": 2.0, "incorrect": 0.0}
+    # a context-blind model (each ending scores the same after any story) is at chance calibrated
+    blind = task.metrics(scores([(-1 if "/correct" in n else -2, 1) for n in names]), "sum")["settings"]
+    assert blind["T->S"]["calibrated"]["accuracy"] == 0.5
+    with pytest.raises(InputError, match="fewer than calibration_contexts=3"):
+        CrossModalStoryCloze(folder, "tstorycloze_xmodal", ["T->S"], calibration_contexts=3)
 
 
 def test_cross_modal_missing_text(tmp_path):

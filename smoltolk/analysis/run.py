@@ -289,6 +289,10 @@ def run_word_alignment(model, tokenizer, cfg: AnalysisConfig, out: Path) -> dict
     text_start = resolve_text_bos(model, "auto", tokenizer)
     text_start = [] if text_start is None else [text_start]
     result: dict[str, Any] = {}
+    names = [word_list_name(path) for path in cfg.words]
+    if len(set(names)) < len(names) or "figure" in names:
+        raise ConfigError(f"words: each list is named by its folder and the names must differ (and not be "
+                          f"'figure'); got {names} for {cfg.words}")
     for path in cfg.words:
         rows = read_jsonl(path, ("word", "units"))
         if len(rows) < 2:
@@ -312,7 +316,7 @@ def run_word_alignment(model, tokenizer, cfg: AnalysisConfig, out: Path) -> dict
     chance = max(r["chance"] for r in result.values())
     result["figure"] = str(plots.plot_per_layer(curves, out / "word_alignment.png", "retrieval accuracy",
                                                 "spoken word -> its written form, and back", floor=chance,
-                                                floor_label="chance (largest list)"))
+                                                floor_label="chance (shortest list)"))
     return result
 
 
@@ -362,7 +366,7 @@ def _compare(results: dict[str, dict[str, Any]], out: Path) -> None:
         chance = max(w["chance"] for r in results.values() if "word_alignment" in r
                      for k, w in r["word_alignment"].items() if k != "figure")
         plots.plot_per_layer(wa, out / "word_alignment.png", "retrieval accuracy", "spoken word -> its written form",
-                             floor=chance, floor_label="chance (largest list)")
+                             floor=chance, floor_label="chance (shortest list)")
 
 
 def analyze(checkpoints: list[str], cfg: AnalysisConfig, out: str | Path) -> dict[str, Any]:

@@ -26,7 +26,7 @@ import numpy as np
 
 from smoltolk.errors import InputError
 from smoltolk.eval.scorer import Item, ItemScore, Reduction, Segment, choice_score, continuation_item
-from smoltolk.eval.tasks import Task, _encode, _mean, _merge_units
+from smoltolk.eval.tasks import TIE_NATS, Task, _encode, _mean, _merge_units
 from smoltolk.files import read_lines
 
 CLOZE_SETTINGS = ("T", "S", "T->S", "S->T", "t", "t->S")
@@ -65,7 +65,6 @@ def _ranks(scores: np.ndarray, gold: np.ndarray) -> np.ndarray:
     return (scores > g).sum(1) + ((scores == g).sum(1) + 1) / 2
 
 
-TIE_NATS = 1e-4  # scores are rounded to this: differences below it are float noise (another batch shape)
 
 
 def _choice(scores: np.ndarray, gold: np.ndarray) -> dict[str, float]:

@@ -318,6 +318,9 @@ class _Story:
     files: dict[str, Path]  # "mutual.txt", "correct.wav", ...
 
 
+TIE_NATS = 1e-4  # scores are rounded to this where items from different batches are compared: float noise
+
+
 def _merge_units(context: np.ndarray, ending: np.ndarray) -> np.ndarray:
     """The ending's units after the context's, collapsed across the junction (as one recording would be)."""
     return ending[1:] if len(ending) > 1 and ending[0] == context[-1] else ending
@@ -330,10 +333,13 @@ class CrossModalStoryCloze(Task):
     accumulator across settings; here nothing is shared).
 
     ``calibration_contexts`` K > 0 (a diagnostic, off by default: the benchmark is the raw comparison)
-    also scores each ending after the contexts of the K stories that follow its own (cyclically) and
-    reports a *calibrated* accuracy: the ending whose score after its own story exceeds its mean score
-    after those others by more wins. An ending's own likelihood (its length, how familiar its words
-    are) then cancels and only what the story adds counts, as the lexical cloze's calibration.
+    also scores each ending after the contexts of the K stories that follow its own (cyclically; a story
+    with an ending of the same text is skipped, so an ending is never scored after the story it belongs
+    to) and reports a *calibrated* accuracy: the ending whose score after its own story exceeds its mean
+    score after those others by more wins (differences below ``TIE_NATS`` are ties). An ending's own
+    likelihood (its length, how familiar its words are) then cancels and only what the story adds
+    counts, as the lexical cloze's calibration. In setting S the ending's units are collapsed across the
+    junction with its own story's context for every context, so the same units are scored each time.
     """
 
     def __init__(self, path: str | Path, name: str, settings: Sequence[str] = SETTINGS,
@@ -368,6 +374,24 @@ class CrossModalStoryCloze(Task):
             raise InputError(f"{name}: calibration_contexts must be in [0, {len(self.stories) - 1}] (other stories "
                              f"of {folder}), got {calibration_contexts}")
         self.calibration_contexts = calibration_contexts
+        self._others = self._calibration_stories() if calibration_contexts else []
+
+    def _calibration_stories(self) -> list[list[int]]:
+        """For each story, the K stories (the next ones, cyclically) whose contexts calibrate its endings:
+        none with an ending of the same text as one of its own (where the texts are there)."""
+        def endings(st: _Story) -> set[str]:
+            return {" ".join(read_text(st.files[f"{side}.txt"]).split()) for side in ("correct", "incorrect")
+                    if f"{side}.txt" in st.files}
+
+        texts = [endings(st) for st in self.stories]
+        n, k, out = len(self.stories), self.calibration_contexts, []
+        for i in range(n):
+            chosen = [j % n for j in range(i + 1, i + n) if not texts[j % n] & texts[i]][:k]
+            if len(chosen) < k:
+                raise InputError(f"{self.name}: story {self.stories[i].base!r} has only {len(chosen)} other stories "
+                                 f"without one of its endings, fewer than calibration_contexts={k}")
+            out.append(chosen)
+        return out
 
     @staticmethod
     def _needs(setting: str) -> list[tuple[str, str]]:
@@ -387,10 +411,10 @@ class CrossModalStoryCloze(Task):
     def _layout(self) -> list[tuple[str, int, int, str]]:
         """(setting, story of the context, story of the ending, side) of every item, in scoring order: each
         setting's own-context pairs, then (with calibration) each ending after the K following contexts."""
-        n, k = len(self.stories), self.calibration_contexts
+        n = len(self.stories)
         own = [(s, i, i, side) for s in self.settings for i in range(n) for side in ("correct", "incorrect")]
-        others = [(s, (i + j) % n, i, side) for s in self.settings for i in range(n)
-                  for side in ("correct", "incorrect") for j in range(1, k + 1)]
+        others = [(s, j, i, side) for s in self.settings for i in range(n)
+                  for side in ("correct", "incorrect") for j in (self._others[i] if self._others else [])]
         return own + others
 
     def item_names(self) -> list[str]:
@@ -424,8 +448,8 @@ class CrossModalStoryCloze(Task):
                 ending = Segment("text", _encode(tokenizer, " " + text(st.files[f"{side}.txt"])))
             else:
                 end_units = units[f"{st.base}_{side}"]
-                if ctx_mod == "S":
-                    end_units = _merge_units(np.asarray(before.ids), end_units)
+                if ctx_mod == "S":  # collapsed as after its own story, whichever context precedes it
+                    end_units = _merge_units(units[f"{st.base}_mutual"], end_units)
                 ending = Segment("speech", tuple(end_units.tolist()))
             items.append(continuation_item(before, ending, name))
         return items
@@ -434,21 +458,37 @@ class CrossModalStoryCloze(Task):
         return (f"{reduction} log-prob per token of the ending only (context, SWT if the modality changes, "
                 "ending; speech context starts with BOS = speech EOS)")
 
+    def story_scores(self, scores: list[ItemScore], reduction: Reduction) -> dict[str, dict[str, np.ndarray]]:
+        """Per setting, per story (in ``self.stories`` order): ``raw`` pair scores (1, 0.5 on a tie, 0),
+        and with calibration ``calibrated`` ones and ``gain`` (stories, 2: correct, incorrect), what the
+        story adds to each ending."""
+        n, k, m = len(self.stories), self.calibration_contexts, len(self.settings)
+        if len(scores) != len(self._layout()):
+            raise InputError(f"{self.name}: {len(scores)} scores for {len(self._layout())} items")
+        values = np.array([x.value(reduction) for x in scores], dtype=float)
+        own = values[:2 * n * m].reshape(m, n, 2)  # setting, story, side (the layout's order)
+        out: dict[str, dict[str, np.ndarray]] = {}
+        for j, s in enumerate(self.settings):  # each setting's scores only
+            out[s] = {"raw": np.array([pair_score(own[j, i, 0], own[j, i, 1]) for i in range(n)])}
+        if k:
+            gain = own - values[2 * n * m:].reshape(m, n, 2, k).mean(-1)
+            gain = np.round(gain / TIE_NATS) * TIE_NATS  # float noise (other batch shapes) is not a preference
+            for j, s in enumerate(self.settings):
+                out[s]["gain"] = gain[j]
+                out[s]["calibrated"] = np.array([pair_score(gain[j, i, 0], gain[j, i, 1]) for i in range(n)])
+        return out
+
     def metrics(self, scores: list[ItemScore], reduction: Reduction) -> dict[str, Any]:
         out: dict[str, Any] = {"settings": {}, "items": len(self.stories)}
-        n, k = len(self.stories), self.calibration_contexts
-        values = np.array([x.value(reduction) for x in scores], dtype=float)
-        own = values[:2 * n * len(self.settings)].reshape(len(self.settings), n, 2)  # setting, story, side
-        for j, s in enumerate(self.settings):  # each setting's scores only
-            out["settings"][s] = {"accuracy": _mean([pair_score(own[j, i, 0], own[j, i, 1]) for i in range(n)])}
-        if k:
-            null = values[2 * n * len(self.settings):].reshape(len(self.settings), n, 2, k).mean(-1)
-            gain = own - null  # what the story adds to each ending
-            for j, s in enumerate(self.settings):
+        for s, per in self.story_scores(scores, reduction).items():
+            out["settings"][s] = {"accuracy": _mean(list(per["raw"]))}
+            if "calibrated" in per:
                 out["settings"][s]["calibrated"] = {
-                    "accuracy": _mean([pair_score(gain[j, i, 0], gain[j, i, 1]) for i in range(n)]),
-                    "gain_nats": {"correct": float(gain[j, :, 0].mean()), "incorrect": float(gain[j, :, 1].mean())}}
-            out["calibration_contexts"] = k
+                    "accuracy": _mean(list(per["calibrated"])),
+                    "gain_nats": {"correct": float(per["gain"][:, 0].mean()),
+                                  "incorrect": float(per["gain"][:, 1].mean())}}
+        if self.calibration_contexts:
+            out["calibration_contexts"] = self.calibration_contexts
         return out
 
 

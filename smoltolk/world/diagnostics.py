@@ -128,46 +128,58 @@ def write_diagnostics(root: Path, items: list[Story], places: list[str], group: 
 
 
 ENDING_CUES = ("pronoun differs", "same pronoun")  # the two kinds of StoryCloze pair in the world
+CALIBRATION_CONTEXTS = 4  # other stories each cross-modal tStoryCloze ending is also scored after (calibrated)
 
 
 def storycloze_by_cue(folder: str | Path, scores: str | Path, reduction: str = "mean") -> dict:
     """A world's cross-modal StoryCloze split by what tells its two endings apart (``then <he|she> ...``):
     pairs whose pronouns differ can be told by agreement with the story's person, a cue of the heard
     vocabulary; pairs with the same pronoun only by what the story is about. ``scores``: the per-item
-    scores ``smoltolk eval`` wrote for the task (with ``calibration_contexts`` > 0 the calibrated
-    accuracy too). Returns ``{setting: {cue: {"stories", "accuracy", "calibrated"}}}``."""
+    scores ``smoltolk eval`` wrote for the task in ``folder`` (its settings and, with ``calibration_contexts``
+    > 0, the calibrated accuracy are read from the item names). Returns ``{setting: {cue: {"stories",
+    "accuracy", "calibrated"}}}``."""
     from smoltolk.errors import InputError
-    from smoltolk.eval.scorer import pair_score
+    from smoltolk.eval.scorer import ItemScore
+    from smoltolk.eval.tasks import CrossModalStoryCloze
 
-    folder = Path(folder)
-    differs = {}
-    for f in sorted(folder.glob("*_correct.txt")):
-        base = f.name[:-len("_correct.txt")]
-        endings = [f.read_text().split(), (folder / f"{base}_incorrect.txt").read_text().split()]
+    folder, scores = Path(folder), Path(scores)
+    rows = [json.loads(x) for x in scores.read_text().splitlines() if x.strip()]
+    names = [r["item"] for r in rows]
+    if not names:
+        raise InputError(f"{scores}: no scores")
+    settings = list(dict.fromkeys(n.split("/")[0] for n in names))
+    first = "/".join(names[0].split("/")[:3])
+    k = sum(n.startswith(first + "/after/") for n in names)
+    task = CrossModalStoryCloze(folder, folder.name, settings, k)
+    if task.item_names() != names:
+        raise InputError(f"{scores}: its items are not those of {folder} (settings {settings}, "
+                         f"calibration_contexts {k}): scores of another benchmark?")
+    differs = []
+    for st in task.stories:
+        endings = [st.files[f"{side}.txt"].read_text(encoding="utf-8").split() for side in ("correct", "incorrect")]
         if any(len(e) < 2 or e[0] != "then" for e in endings):
-            raise InputError(f"{folder}: story {base!r}: endings should start 'then <pronoun>', got "
+            raise InputError(f"{folder}: story {st.base!r}: endings should start 'then <pronoun>', got "
                              f"{[' '.join(e[:2]) for e in endings]}")
-        differs[base] = endings[0][1] != endings[1][1]
-    own: dict[tuple[str, str, str], float] = {}
-    other: dict[tuple[str, str, str], list[float]] = {}
-    for n, line in enumerate(Path(scores).read_text().splitlines(), 1):
-        row = json.loads(line)
-        value = row["logprob"] / row["tokens"] if reduction == "mean" else row["logprob"]
-        setting, base, side, *after = row["item"].split("/")
-        if base not in differs:
-            raise InputError(f"{scores}:{n}: story {base!r} is not in {folder}")
-        (other.setdefault((setting, base, side), []).append(value) if after else
-         own.__setitem__((setting, base, side), value))
+        differs.append(endings[0][1] != endings[1][1])
+    per = task.story_scores([ItemScore(r["logprob"], r["tokens"]) for r in rows], reduction)
     out: dict = {}
-    for setting in sorted({k[0] for k in own}):
+    for setting, got in per.items():
         for cue in ENDING_CUES:
-            bases = [b for b, d in differs.items() if d == (cue == ENDING_CUES[0]) and (setting, b, "correct") in own]
-            raw = [pair_score(own[(setting, b, "correct")], own[(setting, b, "incorrect")]) for b in bases]
-            cell = {"stories": len(bases), "accuracy": sum(raw) / len(raw) if raw else None, "calibrated": None}
-            if bases and all((setting, b, side) in other for b in bases for side in ("correct", "incorrect")):
-                gain = {(b, side): own[(setting, b, side)] - sum(other[(setting, b, side)]) /
-                        len(other[(setting, b, side)]) for b in bases for side in ("correct", "incorrect")}
-                cell["calibrated"] = sum(pair_score(gain[(b, "correct")], gain[(b, "incorrect")])
-                                         for b in bases) / len(bases)
+            keep = [i for i, d in enumerate(differs) if d == (cue == ENDING_CUES[0])]
+            cell = {"stories": len(keep), "accuracy": None, "calibrated": None}
+            if keep:
+                cell["accuracy"] = float(got["raw"][keep].mean())
+                if "calibrated" in got:
+                    cell["calibrated"] = float(got["calibrated"][keep].mean())
             out.setdefault(setting, {})[cue] = cell
     return out
+
+
+def add_storycloze_cues(checkpoint: dict, bench: str | Path, eval_out: str | Path, reduction: str) -> None:
+    """Add ``by_cue`` (:func:`storycloze_by_cue`) to one checkpoint's ``tstorycloze_xmodal`` results, as
+    ``smoltolk eval`` returned them (``{"name", "results"}``) for the world's ``bench/<split>`` in ``eval_out``."""
+    xm = checkpoint["results"].get("tstorycloze_xmodal")
+    if xm is not None:
+        xm["by_cue"] = storycloze_by_cue(Path(bench) / "tstorycloze_xmodal",
+                                         Path(eval_out) / checkpoint["name"] / "scores" / "tstorycloze_xmodal.jsonl",
+                                         reduction)
