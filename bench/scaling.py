@@ -288,7 +288,7 @@ def plot_curves(out: Path) -> Path | None:
     styles = ["-", "--", ":", "-."]
     for color, f in zip(itertools.cycle(plt.rcParams["axes.prop_cycle"].by_key()["color"]), files):
         rows = [json.loads(x) for x in f.read_text().splitlines()]
-        for ax, (label, columns) in zip(axes, CURVES.items(), strict=True):
+        for ax, columns in zip(axes, CURVES.values(), strict=True):
             for ls, (name, col) in zip(styles, columns.items(), strict=False):
                 pts = [(r["step"], 100 * r[col]) for r in rows if col in r]
                 if pts:

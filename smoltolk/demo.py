@@ -270,7 +270,6 @@ def _evaluate(world_dir: Path, models: dict[str, Path], out: Path, progress: boo
     from smoltolk.eval.config import build_eval_config
     from smoltolk.eval.run import evaluate
     from smoltolk.world.build import eval_task_overrides
-
     from smoltolk.world.diagnostics import CALIBRATION_CONTEXTS, add_storycloze_cues
 
     results = {}

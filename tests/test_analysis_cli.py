@@ -181,7 +181,8 @@ def test_analyze_word_alignment_per_layer_without_a_speech_manifest(analysis_inp
     # what it reads is checked, naming the file and line
     assert main(["analyze", str(a["smoltolk"]), "--analyses", "word-alignment", "--out", str(out)]) == 2
     assert "--words FILE.jsonl" in capsys.readouterr().err
-    words.write_text(json.dumps({"word": "cat", "units": [1]}) + "\n" + json.dumps({"word": "dog", "units": [NUM_UNITS]}))
+    words.write_text(json.dumps({"word": "cat", "units": [1]}) + "\n"
+                     + json.dumps({"word": "dog", "units": [NUM_UNITS]}))
     assert main(["analyze", str(a["smoltolk"]), "--analyses", "word-alignment", "--words", str(words),
                  "--out", str(out)]) == 2
     assert f"{words}:2: word 'dog'" in capsys.readouterr().err
