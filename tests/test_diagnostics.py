@@ -166,11 +166,14 @@ def test_storycloze_by_cue_splits_pairs_by_their_pronouns(tmp_path):
              ("c", "correct"): -6, ("c", "incorrect"): -1}
     from smoltolk.eval.tasks import CrossModalStoryCloze
 
-    names = CrossModalStoryCloze(folder, "tstorycloze_xmodal", ["T->S"], 1).item_names()
+    names = CrossModalStoryCloze(folder, "tstorycloze_xmodal", ["T", "T->S"], 1).item_names()
+    assert names[0] == "T/a/correct"  # T is not calibrated (not cross-modal): its items come first, alone
     scores = tmp_path / "scores.jsonl"
     scores.write_text("".join(json.dumps({"item": n, "tokens": 1, "logprob": (
         other if "/after/" in n else own)[tuple(n.split("/")[1:3])]}) + "\n" for n in names))
-    got = storycloze_by_cue(folder, scores)["T->S"]
+    split = storycloze_by_cue(folder, scores)
+    assert split["T"]["same pronoun"]["calibrated"] is None and split["T"]["same pronoun"]["accuracy"] == 0.0
+    got = split["T->S"]
     assert got["pronoun differs"] == {"stories": 1, "accuracy": 1.0, "calibrated": 1.0}
     assert got["same pronoun"] == {"stories": 2, "accuracy": 0.0, "calibrated": 1.0}
     (folder / "c_incorrect.txt").write_text("and she stood.\n")

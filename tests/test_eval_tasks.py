@@ -261,6 +261,10 @@ def test_cross_modal_calibration_cancels_each_endings_own_likelihood(tmp_path):
     # a context-blind model (each ending scores the same after any story) is at chance calibrated
     blind = task.metrics(scores([(-1 if "/correct" in n else -2, 1) for n in names]), "sum")["settings"]
     assert blind["T->S"]["calibrated"]["accuracy"] == 0.5
+    mixed = CrossModalStoryCloze(folder, "tstorycloze_xmodal", ["T", "T->S"], calibration_contexts=2)
+    assert not any(n.startswith("T/") and "/after/" in n for n in mixed.item_names())  # cross-modal settings only
+    m = mixed.metrics(scores([(-1, 1)] * len(mixed.item_names())), "sum")["settings"]
+    assert "calibrated" not in m["T"] and m["T->S"]["calibrated"]["accuracy"] == 0.5
     with pytest.raises(InputError, match="fewer than calibration_contexts=3"):
         CrossModalStoryCloze(folder, "tstorycloze_xmodal", ["T->S"], calibration_contexts=3)
 

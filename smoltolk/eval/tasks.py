@@ -333,13 +333,13 @@ class CrossModalStoryCloze(Task):
     accumulator across settings; here nothing is shared).
 
     ``calibration_contexts`` K > 0 (a diagnostic, off by default: the benchmark is the raw comparison)
-    also scores each ending after the contexts of the K stories that follow its own (cyclically; a story
+    also scores each ending of the cross-modal settings (T->S, S->T) after the contexts of the K stories
+    that follow its own (cyclically; a story
     with an ending of the same text is skipped, so an ending is never scored after the story it belongs
     to) and reports a *calibrated* accuracy: the ending whose score after its own story exceeds its mean
     score after those others by more wins (differences below ``TIE_NATS`` are ties). An ending's own
     likelihood (its length, how familiar its words are) then cancels and only what the story adds
-    counts, as the lexical cloze's calibration. In setting S the ending's units are collapsed across the
-    junction with its own story's context for every context, so the same units are scored each time.
+    counts, as the lexical cloze's calibration.
     """
 
     def __init__(self, path: str | Path, name: str, settings: Sequence[str] = SETTINGS,
@@ -410,12 +410,17 @@ class CrossModalStoryCloze(Task):
 
     def _layout(self) -> list[tuple[str, int, int, str]]:
         """(setting, story of the context, story of the ending, side) of every item, in scoring order: each
-        setting's own-context pairs, then (with calibration) each ending after the K following contexts."""
+        setting's own-context pairs, then (with calibration) each cross-modal ending after K other contexts."""
         n = len(self.stories)
         own = [(s, i, i, side) for s in self.settings for i in range(n) for side in ("correct", "incorrect")]
-        others = [(s, j, i, side) for s in self.settings for i in range(n)
-                  for side in ("correct", "incorrect") for j in (self._others[i] if self._others else [])]
+        others = [(s, j, i, side) for s in self.calibrated_settings for i in range(n)
+                  for side in ("correct", "incorrect") for j in self._others[i]]
         return own + others
+
+    @property
+    def calibrated_settings(self) -> list[str]:
+        """The settings calibration scores: the cross-modal ones, if ``calibration_contexts`` > 0."""
+        return [s for s in self.settings if "->" in s] if self.calibration_contexts else []
 
     def item_names(self) -> list[str]:
         names = []
@@ -470,12 +475,14 @@ class CrossModalStoryCloze(Task):
         out: dict[str, dict[str, np.ndarray]] = {}
         for j, s in enumerate(self.settings):  # each setting's scores only
             out[s] = {"raw": np.array([pair_score(own[j, i, 0], own[j, i, 1]) for i in range(n)])}
-        if k:
-            gain = own - values[2 * n * m:].reshape(m, n, 2, k).mean(-1)
-            gain = np.round(gain / TIE_NATS) * TIE_NATS  # float noise (other batch shapes) is not a preference
-            for j, s in enumerate(self.settings):
-                out[s]["gain"] = gain[j]
-                out[s]["calibrated"] = np.array([pair_score(gain[j, i, 0], gain[j, i, 1]) for i in range(n)])
+        calibrated = self.calibrated_settings
+        if calibrated:
+            null = values[2 * n * m:].reshape(len(calibrated), n, 2, k).mean(-1)
+            for c, s in enumerate(calibrated):
+                gain = own[self.settings.index(s)] - null[c]
+                gain = np.round(gain / TIE_NATS) * TIE_NATS  # float noise (other batch shapes) is not a preference
+                out[s]["gain"] = gain
+                out[s]["calibrated"] = np.array([pair_score(gain[i, 0], gain[i, 1]) for i in range(n)])
         return out
 
     def metrics(self, scores: list[ItemScore], reduction: Reduction) -> dict[str, Any]:

@@ -148,8 +148,8 @@ def storycloze_by_cue(folder: str | Path, scores: str | Path, reduction: str = "
     if not names:
         raise InputError(f"{scores}: no scores")
     settings = list(dict.fromkeys(n.split("/")[0] for n in names))
-    first = "/".join(names[0].split("/")[:3])
-    k = sum(n.startswith(first + "/after/") for n in names)
+    calibrated = next((n.split("/after/")[0] for n in names if "/after/" in n), None)
+    k = 0 if calibrated is None else sum(n.startswith(calibrated + "/after/") for n in names)
     task = CrossModalStoryCloze(folder, folder.name, settings, k)
     if task.item_names() != names:
         raise InputError(f"{scores}: its items are not those of {folder} (settings {settings}, "
