@@ -54,6 +54,11 @@ def _dig(node, keys):
     return node
 
 
+def figure_metrics(results: dict) -> dict:
+    """The figure's metrics (``METRICS``) of one run's evaluation results."""
+    return {m: _dig(results[task], keys) for m, (task, keys, _) in METRICS.items()}
+
+
 def run_key(width: int, steps: int, model: str, seed: int) -> str:
     return f"w{width}-s{steps}-{model}-seed{seed}"
 
@@ -174,7 +179,7 @@ def study(args) -> None:
                "tokens": tokens, "flops": 6 * params * tokens, "train_seconds": round(train_seconds, 1),
                "threads": torch.get_num_threads(), "overrides": args.set, "speakers": args.speakers,
                "carriers": args.carriers,
-               "metrics": {m: _dig(res[task], keys) for m, (task, keys, _) in METRICS.items()},
+               "metrics": figure_metrics(res),
                "results": res}
         with open(results, "a") as f:
             f.write(json.dumps(row) + "\n")
@@ -204,7 +209,7 @@ def reevaluate(out: Path) -> int:
         res = evaluate_one(model_dir, out / "world", out / "work" / f"reevaluate-{row['key']}")
         shutil.rmtree(out / "work" / f"reevaluate-{row['key']}")
         row["results"] = res
-        row["metrics"] = {m: _dig(res[task], keys) for m, (task, keys, _) in METRICS.items()}
+        row["metrics"] = figure_metrics(res)
         write_text_atomic(out / "results.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
         done += 1
         print(f"{row['key']}: scored again", flush=True)
@@ -268,7 +273,7 @@ CURVES = {  # --curve-every's panels: label -> metrics.jsonl columns (one line e
     "held-out tStoryCloze (%)": {"T→S": "val/tstorycloze_xmodal/settings/T->S/accuracy",
                                  "S→T": "val/tstorycloze_xmodal/settings/S->T/accuracy"},
     "held-out word translation, calibrated (%)": {
-        f"{s}": f"val/word_translation/settings/{s}/calibrated/accuracy"
+        s: f"val/word_translation/settings/{s}/calibrated/accuracy"
         for s in ("T->S", "S->T", "T->S echo", "S->T echo")},
 }
 
@@ -325,6 +330,9 @@ def table(out: Path) -> str:
             node = node[k]
         return node
 
+    def both(node, before, after, suffix=""):  # "T->S / S->T" of one measure
+        return " / ".join(pct(get(node, *before, f"{x}{suffix}", *after)) for x in ("T->S", "S->T"))
+
     def nll(node):
         value = get(node, "speech_nll", "nll")
         return "-" if value is None else f"{value:.3f}"
@@ -350,16 +358,11 @@ def table(out: Path) -> str:
                  f"{nats(get(heard, *effects, MEANING, 'nats'))} / "
                  f"{nats(get(heard, *effects, 'S, speaker match (same story)', 'nats'))}",
                  f"{nll(res)} / {nll(heard)}",
-                 f"{pct(get(heard, 'tstorycloze_xmodal', 'settings', 'T->S', 'accuracy'))} / "
-                 f"{pct(get(heard, 'tstorycloze_xmodal', 'settings', 'S->T', 'accuracy'))}",
-                 f"{pct(get(res, 'word_translation', 'settings', 'T->S echo', 'calibrated', 'accuracy'))} / "
-                 f"{pct(get(res, 'word_translation', 'settings', 'S->T echo', 'calibrated', 'accuracy'))}",
-                 " / ".join(pct(get(res, "tstorycloze_xmodal", "settings", x, "calibrated", "accuracy"))
-                            for x in ("T->S", "S->T")),
-                 " / ".join(pct(get(res, "tstorycloze_xmodal", "by_cue", x, "same pronoun", "calibrated"))
-                            for x in ("T->S", "S->T")),
-                 " / ".join(pct(get(heard, "tstorycloze_xmodal", "by_cue", x, "same pronoun", "calibrated"))
-                            for x in ("T->S", "S->T"))]
+                 both(heard, ("tstorycloze_xmodal", "settings"), ("accuracy",)),
+                 both(res, ("word_translation", "settings"), ("calibrated", "accuracy"), suffix=" echo"),
+                 both(res, ("tstorycloze_xmodal", "settings"), ("calibrated", "accuracy")),
+                 both(res, ("tstorycloze_xmodal", "by_cue"), ("same pronoun", "calibrated")),
+                 both(heard, ("tstorycloze_xmodal", "by_cue"), ("same pronoun", "calibrated"))]
         lines.append("| " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
     (out / "summary.md").write_text(text)

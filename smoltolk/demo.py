@@ -493,6 +493,7 @@ def conclusions(summary: dict) -> list[str]:
                    f"T→S and S→T): {verdict}. T→S baseline / SmolTolk / -Adapters {100 * t2s[0]:.1f} / "
                    f"{100 * t2s[1]:.1f} / {100 * t2s[2]:.1f}, S→T {100 * s2t[0]:.1f} / {100 * s2t[1]:.1f} / "
                    f"{100 * s2t[2]:.1f} (chance 50).")
+
     def cal(res, setting, cue):
         return _get(res, "tstorycloze_xmodal", "by_cue", setting, cue, "calibrated")
 

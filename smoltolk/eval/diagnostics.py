@@ -65,8 +65,6 @@ def _ranks(scores: np.ndarray, gold: np.ndarray) -> np.ndarray:
     return (scores > g).sum(1) + ((scores == g).sum(1) + 1) / 2
 
 
-
-
 def _choice(scores: np.ndarray, gold: np.ndarray) -> dict[str, float]:
     scores = np.round(scores / TIE_NATS) * TIE_NATS
     n = scores.shape[1]

@@ -53,9 +53,9 @@ class _SwiGLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         gate, up = ctx.saved_tensors
-        wide = torch.promote_types(torch.promote_types(gate.dtype, up.dtype), torch.promote_types(grad.dtype,
-                                                                                                torch.float32))
-        g, u, dy = gate.to(wide), up.to(wide), grad.to(wide)  # rounded once at the end, as silu's own backward
+        # at least float32, rounded once at the end as silu's own backward (grad has the output's dtype: gate x up's)
+        wide = torch.promote_types(torch.promote_types(gate.dtype, up.dtype), torch.float32)
+        g, u, dy = gate.to(wide), up.to(wide), grad.to(wide)
         sig = torch.sigmoid(g)
         grad_gate = (dy * u * (sig * (1 + g * (1 - sig)))).to(gate.dtype) if ctx.needs_input_grad[0] else None
         grad_up = (dy * g * sig).to(up.dtype) if ctx.needs_input_grad[1] else None
