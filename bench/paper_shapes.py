@@ -18,7 +18,9 @@ heads alone)::
 One JSON object goes to stdout; progress to stderr. Every measurement runs in a fresh process (this script
 with ``--one NAME``), so its memory is its own: the model, AdamW (betas 0.9/0.95, weight decay 0.1) and one
 batch of ``--batch`` rows of ``context`` tokens shaped like interleaved data (alternating text and speech
-runs of 20-120 tokens), then ``--warmup`` steps and ``--steps`` timed steps (forward, backward, AdamW).
+runs of 20-120 tokens), then ``--warmup`` steps and ``--steps`` timed steps (forward, backward, AdamW). The
+warm-up is two steps: the second step still pays for the allocator's growth (at context 1024 it takes ~1.4x a
+later step's time with ~1.7x its page faults), so a single warm-up step biases the medians.
 Reported per contender and context: the median step time, tokens/s and the process's peak resident memory
 (``ru_maxrss``). Rounds (``--repeats``) visit the contenders in a rotating order so slow phases of a noisy
 machine hit all alike; ratios are medians over rounds of per-round ratios.
@@ -190,8 +192,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=CONTENDERS)
     p.add_argument("--batch", type=int, default=1, help="rows per step (default: 1)")
     p.add_argument("--repeats", type=int, default=2, help="rounds over the contenders (default: 2)")
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--steps", type=int, default=2, help="timed steps per process (default: 2)")
+    p.add_argument("--warmup", type=int, default=2,
+                   help="untimed steps first (default: 2: glibc's heap settles only after the second step)")
+    p.add_argument("--steps", type=int, default=3, help="timed steps per process (default: 3)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (bench/gpu.sh)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (fp32 master weights), as run.precision=bf16")

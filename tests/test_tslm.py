@@ -518,3 +518,33 @@ def test_input_adapter_over_speech_positions_only_equals_running_it_everywhere(c
     assert_close(loss, loss_ref, terms=terms)
     for name in grads_ref:
         assert_close(grads[name], grads_ref[name], terms=terms, msg=name)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("masked", [None, 3])
+def test_cross_entropy_sum_equals_autograd_cross_entropy_with_an_inf_column(dtype, masked):
+    from smoltolk.model.outputs import cross_entropy_sum
+
+    torch.manual_seed(0)
+    w = torch.randn(40, 8)
+    h = torch.randn(11, 8).to(dtype)
+    t = torch.randint(0, 40, (11,))
+    t[t == 3] = 4  # the masked column is never a target (as SWT)
+    h1, w1, h2, w2 = (x.clone().requires_grad_() for x in (h, w.to(dtype), h, w.to(dtype)))
+    ours = cross_entropy_sum(h1 @ w1.T, t, masked)
+    logits = h2 @ w2.T
+    if masked is not None:
+        logits = logits.index_fill(-1, torch.tensor([masked]), float("-inf"))
+    ref = torch.nn.functional.cross_entropy(logits.float(), t, reduction="sum")
+    assert ours.dtype == torch.float32
+    tol = {} if dtype == torch.float32 else {"rtol": 1e-2, "atol": 1e-2}
+    torch.testing.assert_close(ours, ref, **tol)
+    (2 * ours).backward()
+    (2 * ref).backward()
+    for a, b in ((h1, h2), (w1, w2)):
+        assert a.grad.dtype == b.grad.dtype == dtype
+        torch.testing.assert_close(a.grad, b.grad, **tol)
+    if masked is not None:  # the masked row of the head gets no gradient at all
+        assert torch.equal(w1.grad[masked], torch.zeros(8, dtype=dtype))
+    with pytest.raises(InputError, match=r"expected logits \(N, V\) and targets \(N,\)"):
+        cross_entropy_sum(torch.randn(2, 3, 4), t)

@@ -53,12 +53,13 @@ class _SwiGLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         gate, up = ctx.saved_tensors
-        # at least float32, rounded once at the end as silu's own backward (grad has the output's dtype: gate x up's)
-        wide = torch.promote_types(torch.promote_types(gate.dtype, up.dtype), torch.float32)
-        g, u, dy = gate.to(wide), up.to(wide), grad.to(wide)
-        sig = torch.sigmoid(g)
-        grad_gate = (dy * u * (sig * (1 + g * (1 - sig)))).to(gate.dtype) if ctx.needs_input_grad[0] else None
-        grad_up = (dy * g * sig).to(up.dtype) if ctx.needs_input_grad[1] else None
+        # what autograd does for the plain expression (mul's backward, then silu's fused backward), so the
+        # gradients are the same bits; silu(gate) is recomputed, one element-wise pass
+        grad_gate = grad_up = None
+        if ctx.needs_input_grad[0]:
+            grad_gate = torch.ops.aten.silu_backward((grad * up).to(gate.dtype), gate)
+        if ctx.needs_input_grad[1]:
+            grad_up = (grad * torch.nn.functional.silu(gate)).to(up.dtype)
         return grad_gate, grad_up
 
 

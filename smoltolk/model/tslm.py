@@ -275,9 +275,14 @@ class TextSpeechLM(nn.Module):
         backbone. With ``predict_switch`` the text head predicts SWT and the column stays.
         """
         logits = self.backbone.lm_head(hidden)
-        if not self.config.speech.predict_switch:
-            logits.index_fill_(-1, torch.tensor([self.swt_id], device=logits.device), float("-inf"))
+        if self._text_masked is not None:
+            logits.index_fill_(-1, torch.tensor([self._text_masked], device=logits.device), float("-inf"))
         return logits
+
+    @property
+    def _text_masked(self) -> int | None:
+        """The text head's column that is -inf (SWT without ``speech.predict_switch``), or None."""
+        return None if self.config.speech.predict_switch else self.swt_id
 
     def scored_targets(self, labels: Tensor, labels_is_speech: Tensor, is_speech: Tensor
                        ) -> tuple[Tensor, Tensor, Tensor]:
@@ -312,7 +317,9 @@ class TextSpeechLM(nn.Module):
         sp = self.config.speech
         text_sel, speech_sel, speech_targets = self.scored_targets(labels, labels_is_speech, is_speech)
         chunk = self.backbone.loss_chunk
-        text_sum = head_cross_entropy_sum(self.text_head, final[text_sel], labels[text_sel], chunk)
+        # the head's module itself (its hooks run), the mask inside the loss: as text_head, with a lighter backward
+        text_sum = head_cross_entropy_sum(self.backbone.lm_head, final[text_sel], labels[text_sel], chunk,
+                                          masked=self._text_masked)
         speech_sum = head_cross_entropy_sum(self.speech_head, pooled[speech_sel], speech_targets[speech_sel], chunk)
         n_text, n_speech = text_sel.sum(), speech_sel.sum()
         out.num_text, out.num_speech = n_text, n_speech
