@@ -19,8 +19,8 @@ One JSON object goes to stdout; progress to stderr. Every measurement runs in a 
 with ``--one NAME``), so its memory is its own: the model, AdamW (betas 0.9/0.95, weight decay 0.1) and one
 batch of ``--batch`` rows of ``context`` tokens shaped like interleaved data (alternating text and speech
 runs of 20-120 tokens), then ``--warmup`` steps and ``--steps`` timed steps (forward, backward, AdamW). The
-warm-up is two steps: the second step still pays for the allocator's growth (at context 1024 it takes ~1.4x a
-later step's time with ~1.7x its page faults), so a single warm-up step biases the medians.
+warm-up is two steps: the second step still pays for the allocator's growth (at context 1024 it took 1.2-1.4x a
+later step's time with 1.7-1.8x its page faults), so a single warm-up step biases the medians.
 Reported per contender and context: the median step time, tokens/s and the process's peak resident memory
 (``ru_maxrss``). Rounds (``--repeats``) visit the contenders in a rotating order so slow phases of a noisy
 machine hit all alike; ratios are medians over rounds of per-round ratios.
