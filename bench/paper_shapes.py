@@ -8,12 +8,16 @@ Run from the repository root::
     .venv/bin/python bench/paper_shapes.py --quick          # small shapes, ~2 min: checks the script
     .venv/bin/python bench/paper_shapes.py                  # the paper's shapes (run it on an idle machine)
 
-What the README reports (docs/paper-shapes/; 10 + 5 minutes on 2 idle cores; ``bench/head_cost.py`` times the
-heads alone)::
+What the README reports (docs/paper-shapes/; 20, 12, 23 and 10 minutes on 2 cores; ``bench/head_cost.py`` times
+the heads alone)::
 
     .venv/bin/python bench/paper_shapes.py --contexts 1024 --repeats 2 > docs/paper-shapes/context-1024.json
     .venv/bin/python bench/paper_shapes.py --contexts 2048 --repeats 1 \
         --contenders transformers baseline smoltolk smoltolk+chunk smoltolk+ckpt > docs/paper-shapes/context-2048.json
+    .venv/bin/python bench/paper_shapes.py --contexts 1024 2048 --repeats 2 --contenders transformers baseline \
+        smoltolk > docs/paper-shapes/main-contenders-1024-2048.json
+    .venv/bin/python bench/paper_shapes.py --contexts 1024 --repeats 4 --contenders baseline smoltolk \
+        > docs/paper-shapes/smoltolk-vs-baseline-1024.json
 
 One JSON object goes to stdout; progress to stderr. Every measurement runs in a fresh process (this script
 with ``--one NAME``), so its memory is its own: the model, AdamW (betas 0.9/0.95, weight decay 0.1) and one
@@ -22,8 +26,9 @@ runs of 20-120 tokens), then ``--warmup`` steps and ``--steps`` timed steps (for
 warm-up is two steps: the second step still pays for the allocator's growth (at context 1024 it took 1.2-1.4x a
 later step's time with 1.7-1.8x its page faults), so a single warm-up step biases the medians.
 Reported per contender and context: the median step time, tokens/s and the process's peak resident memory
-(``ru_maxrss``). Rounds (``--repeats``) visit the contenders in a rotating order so slow phases of a noisy
-machine hit all alike; ratios are medians over rounds of per-round ratios.
+(``ru_maxrss``), and under ``rounds`` each round's own figures. Rounds (``--repeats``) visit the contenders
+in a rotating order so slow phases of a noisy machine hit all alike; ratios are medians over rounds of
+per-round ratios.
 
 Resident memory is what the C allocator holds, not only live tensors: glibc's malloc raises its mmap
 threshold each time a large block is freed, after which freed activations stay in its heap and count in
@@ -220,8 +225,9 @@ def main(argv: list[str] | None = None) -> None:
     report: dict = {"shapes": "quick" if args.quick else "SmolLM-135M (paper)", "batch": args.batch,
                     "threads": args.threads, "device": args.device, "bf16": args.bf16, "compile": args.compile,
                     "mmap_threshold": args.mmap_threshold,
-                    "repeats": args.repeats, "results": {}, "ratios": {}}
+                    "repeats": args.repeats, "results": {}, "ratios": {}, "rounds": {}}
     for (name, context), rows in runs.items():
+        report["rounds"].setdefault(str(context), {})[name] = rows  # each round's own measurement
         report["results"].setdefault(str(context), {})[name] = {
             "step_seconds": statistics.median(x["step_seconds"] for x in rows),
             "tokens_per_s": statistics.median(x["tokens_per_s"] for x in rows),
