@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> None:
     import torch
     import torch.nn.functional as F
 
+    from smoltolk.model.outputs import cross_entropy_sum
+
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     shape = SHAPES["paper"]
@@ -40,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     ids, is_speech = batch_for(args.context, 1, v)
     joint = torch.where(is_speech, ids + v + 1, ids)[0, 1:]  # targets, as paper_shapes' transformers contender
     speech_t = is_speech[0, 1:]
-    text_w = torch.nn.Parameter(torch.randn(v, d) * 0.02)
+    text_w = torch.nn.Parameter(torch.randn(v + 1, d) * 0.02)  # the text vocabulary and SWT (masked, as the model)
     joint_w = torch.nn.Parameter(torch.randn(v + UNITS + 3, d) * 0.02)
     speech_w = torch.nn.Parameter(torch.randn(UNITS + 2, d) * 0.02)
     hidden = torch.randn(args.context, d, requires_grad=True)
@@ -48,9 +50,9 @@ def main(argv: list[str] | None = None) -> None:
     def transformers_head():
         return F.cross_entropy(hidden @ joint_w.T, joint)
 
-    def smoltolk_head():  # text positions x text vocabulary, speech positions x speech rows
-        text_loss = F.cross_entropy(hidden[~speech_t] @ text_w.T, ids[0, 1:][~speech_t], reduction="sum")
-        speech_loss = F.cross_entropy(hidden[speech_t] @ speech_w.T, ids[0, 1:][speech_t], reduction="sum")
+    def smoltolk_head():  # text positions x text vocabulary, speech positions x speech rows: the model's loss function
+        text_loss = cross_entropy_sum(hidden[~speech_t] @ text_w.T, ids[0, 1:][~speech_t], masked=v)
+        speech_loss = cross_entropy_sum(hidden[speech_t] @ speech_w.T, ids[0, 1:][speech_t])
         return (text_loss + speech_loss) / args.context
 
     heads = {"transformers": transformers_head, "smoltolk": smoltolk_head}

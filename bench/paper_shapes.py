@@ -8,8 +8,8 @@ Run from the repository root::
     .venv/bin/python bench/paper_shapes.py --quick          # small shapes, ~2 min: checks the script
     .venv/bin/python bench/paper_shapes.py                  # the paper's shapes (run it on an idle machine)
 
-What the README reports (docs/paper-shapes/; 20, 12, 23 and 10 minutes on 2 cores; ``bench/head_cost.py`` times
-the heads alone)::
+What the README reports (docs/paper-shapes/; about 18, 12, 21, 11 and 5 minutes on 2 cores; ``bench/head_cost.py``
+times the heads alone)::
 
     .venv/bin/python bench/paper_shapes.py --contexts 1024 --repeats 2 > docs/paper-shapes/context-1024.json
     .venv/bin/python bench/paper_shapes.py --contexts 2048 --repeats 1 \
@@ -18,6 +18,8 @@ the heads alone)::
         smoltolk > docs/paper-shapes/main-contenders-1024-2048.json
     .venv/bin/python bench/paper_shapes.py --contexts 1024 --repeats 4 --contenders baseline smoltolk \
         > docs/paper-shapes/smoltolk-vs-baseline-1024.json
+    .venv/bin/python bench/paper_shapes.py --contexts 1024 --repeats 1 --contenders transformers baseline smoltolk \
+        --mmap-threshold 131072 > docs/paper-shapes/context-1024-mmap.json
 
 One JSON object goes to stdout; progress to stderr. Every measurement runs in a fresh process (this script
 with ``--one NAME``), so its memory is its own: the model, AdamW (betas 0.9/0.95, weight decay 0.1) and one

@@ -334,12 +334,11 @@ class CrossModalStoryCloze(Task):
 
     ``calibration_contexts`` K > 0 (a diagnostic, off by default: the benchmark is the raw comparison)
     also scores each ending of the cross-modal settings (T->S, S->T) after the contexts of the K stories
-    that follow its own (cyclically; a story
-    with an ending of the same text is skipped, so an ending is never scored after the story it belongs
-    to) and reports a *calibrated* accuracy: the ending whose score after its own story exceeds its mean
-    score after those others by more wins (differences below ``TIE_NATS`` are ties). An ending's own
-    likelihood (its length, how familiar its words are) then cancels and only what the story adds
-    counts, as the lexical cloze's calibration.
+    that follow its own (cyclically; a story with an ending of the same text is skipped, so an ending is
+    never scored after the story it belongs to) and reports a *calibrated* accuracy: the ending whose
+    score after its own story exceeds its mean score after those others by more wins (differences below
+    ``TIE_NATS`` are ties). An ending's own likelihood (its length, how familiar its words are) then
+    cancels and only what the story adds counts, as the lexical cloze's calibration.
     """
 
     def __init__(self, path: str | Path, name: str, settings: Sequence[str] = SETTINGS,
