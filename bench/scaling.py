@@ -153,7 +153,8 @@ def study(args) -> None:
     eos = default_text_eos_id(tok)
     backbones = {}
     for width, steps, model, seed in todo:
-        size = dataclasses.replace(base, width=width, stage1_steps=max(1, steps // 4), stage2_steps=steps - steps // 4)
+        s1 = max(1, round(steps * args.stage1_fraction))
+        size = dataclasses.replace(base, width=width, stage1_steps=s1, stage2_steps=steps - s1)
         if width not in backbones:
             bdir = out / f"backbone-w{width}" / "models" / "backbone"
             if not (bdir / "model.safetensors").is_file():
@@ -178,7 +179,7 @@ def study(args) -> None:
         row = {"key": key, "width": width, "steps": steps, "model": model, "seed": seed, "params": params,
                "tokens": tokens, "flops": 6 * params * tokens, "train_seconds": round(train_seconds, 1),
                "threads": torch.get_num_threads(), "overrides": args.set, "speakers": args.speakers,
-               "carriers": args.carriers,
+               "carriers": args.carriers, "stage1_steps": size.stage1_steps,
                "metrics": figure_metrics(res),
                "results": res}
         with open(results, "a") as f:
@@ -442,6 +443,8 @@ def main() -> int:
     ap.add_argument("--carriers", choices=CARRIER_STYLE_NAMES, default=CARRIER_STYLE_NAMES[0],
                     help="how the world's held-out words are heard alone (a lever: echo says each twice, so "
                          "interleaved samples can pair its text and its sound)")
+    ap.add_argument("--stage1-fraction", type=float, default=0.25,
+                    help="share of each budget's steps in stage 1 (frozen backbone; a lever)")
     ap.add_argument("--curve-every", type=int, default=0, metavar="N",
                     help="score held-out tStoryCloze T->S / S->T and word translation every N training steps "
                          "(learning curves: OUT/curves/<key>.jsonl, OUT/curves.png)")

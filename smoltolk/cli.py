@@ -302,7 +302,8 @@ def _cmd_world(args: argparse.Namespace) -> None:
     from smoltolk.demo import SIZES, prepare_world
 
     start = time.perf_counter()
-    size = dataclasses.replace(SIZES["quick" if args.quick else "default"], speakers=args.speakers,
+    size = SIZES["quick" if args.quick else "default"]
+    size = dataclasses.replace(size, speakers=args.speakers or size.speakers,
                                carriers=args.carriers)
     world_dir, world, _ = prepare_world(Path(args.out), size, args.seed, progress=True, tokenizer=args.tokenizer)
     print(json.dumps({"world": str(world_dir), "data": str(Path(args.out) / "data"), "counts": world["counts"],
@@ -311,9 +312,13 @@ def _cmd_world(args: argparse.Namespace) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
-    from smoltolk.demo import run_demo
+    from smoltolk.demo import run_demo, run_seeds
 
-    run_demo(args.out, seed=args.seed, quick=args.quick, audio=args.audio, full=args.full)
+    options = {"quick": args.quick, "audio": args.audio, "full": args.full, "workers": args.workers}
+    if args.seeds > 1:
+        run_seeds(args.out, args.seeds, seed=args.seed, **options)
+    else:
+        run_demo(args.out, seed=args.seed, **options)
 
 
 def _number(kind: type, low: float | None = None, high: float | None = None, low_open: bool = False):
@@ -377,9 +382,13 @@ COMMANDS = [
     Command("demo", _cmd_demo, "the mini-world: pretrain, train baseline and SmolTolk, evaluate, analyse", [
         arg("--out", default="runs/demo", help="output directory (default: runs/demo)"),
         arg("--seed", type=SEED, default=0),
+        arg("--seeds", type=POSITIVE, default=1, help="run N seeds (--seed, --seed + 1, ...) into OUT/seed-<s> and "
+            "report means, seed ranges and SmolTolk minus the baseline in OUT/report.md (default: 1)"),
+        arg("--workers", type=POSITIVE, default=None, help="processes that train and evaluate side by side "
+            "(default: one per core, up to one per model)"),
         arg("--quick", action="store_true", help="a small run (about a minute) that proves the pipeline"),
-        arg("--full", action="store_true", help="one voice, 4000 steps per model (about an hour on 2 cores): "
-            "where cross-modal transfer appeared on heard topics"),
+        arg("--full", action="store_true", help="twice the default's steps, 8000 per model (estimated 45-50 minutes "
+            "on 2 cores, not timed end to end): heard-topic transfer wider"),
         arg("--audio", action="store_true", help="also read some stories aloud with espeak-ng and train on "
             "their log-mel + k-means units (needs espeak-ng: apt-get install espeak-ng)"),
     ]),
@@ -387,7 +396,7 @@ COMMANDS = [
             "shards (e.g. for a real backbone with --tokenizer)", [
         arg("out", help="output directory: world/ (manifests, bench/) and data/{text,speech}/ shards"),
         arg("--seed", type=SEED, default=0),
-        arg("--speakers", type=POSITIVE, default=4, help="pseudo-speech voices (default: 4)"),
+        arg("--speakers", type=POSITIVE, default=None, help="pseudo-speech voices (default: the demo's, 1)"),
         arg("--carriers", choices=CARRIER_STYLE_NAMES, default=CARRIER_STYLE_NAMES[0],
             help="how held-out words are heard alone: plain ('kate said the word drill') or echo (said twice, so "
                  "interleaved data can pair a word's text with its sound; default: plain)"),

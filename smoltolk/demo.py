@@ -17,7 +17,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from smoltolk.defaults import DEMO_MODELS
 from smoltolk.errors import ConfigError
+from smoltolk.parallel import plan as plan_parallel
+from smoltolk.parallel import run_jobs
 
 
 @dataclass
@@ -38,7 +41,7 @@ class DemoSize:
     carriers: str = "plain"  # carrier frames of held-out words (smoltolk.world.world.CARRIER_STYLES), a lever
 
 
-MODELS = ("baseline", "smoltolk", "smoltolk-no-adapters")  # the demo's models: recipes/demo/<name>.yaml
+MODELS = DEMO_MODELS  # the demo's models: recipes/demo/<name>.yaml
 CLOZE_STORIES = 100  # lexical-cloze stories per split (24 candidates x 6 settings x 2 contexts each)
 MIN_GAP_WORDS = 300  # the world's spacing of held-out words in speech: at least the context + 1 (see Split)
 
@@ -47,12 +50,14 @@ SIZES = {
     "quick": DemoSize(n_text=300, n_speech=150, n_bench_stories=16, n_bench_pairs=16, layers=2, width=64, context=128,
                       micro_batch=4, pretrain_steps=20, stage1_steps=4, stage2_steps=16,
                       n_audio=6),
+    # where SmolTolk's lead across modalities shows on heard topics (docs/demo-regimes.md): one voice, 4000 steps
+    # per model, a quarter in stage 1 (the speech modules' long stage 1 is what the shorter tries lacked)
     "default": DemoSize(n_text=4000, n_speech=6000, n_bench_stories=200, n_bench_pairs=200, layers=4, width=128,
-                        context=256, micro_batch=8, pretrain_steps=600, stage1_steps=250, stage2_steps=750),
+                        context=256, micro_batch=8, pretrain_steps=600, stage1_steps=1000, stage2_steps=3000,
+                        speakers=1),
 }
-# --full: where cross-modal transfer appeared on heard topics (docs/levers/one-voice-4000-steps): one voice,
-# four times the steps (a quarter in stage 1, as the scaling study)
-SIZES["full"] = dataclasses.replace(SIZES["default"], speakers=1, stage1_steps=1000, stage2_steps=3000)
+# --full: twice the steps (docs/levers/one-voice-8000-steps: heard-topic transfer wider, held-out still at chance)
+SIZES["full"] = dataclasses.replace(SIZES["default"], stage1_steps=2000, stage2_steps=6000)
 
 
 def _datasets(data: Path, modalities: tuple[str, ...], audio: bool = False) -> list[dict]:
@@ -81,11 +86,12 @@ def _export(checkpoint: str, target: Path) -> Path:
 
 
 def run_demo(out: str | Path, seed: int = 0, quick: bool = False, progress: bool = True, audio: bool = False,
-             full: bool = False) -> dict:
+             full: bool = False, workers: int | None = None) -> dict:
     """Run the whole demo into ``out``; returns the summary (also written as ``summary.json``).
 
-    ``quick``: the small size that proves the pipeline; ``full``: one voice and 4000 steps per model, the
-    regime where transfer appeared on heard topics (about an hour on 2 cores).
+    ``quick``: the small size that proves the pipeline; ``full``: twice the default's steps (8000 per model).
+
+    ``workers``: processes that train (and evaluate) side by side (default: one per core, up to one per model).
 
     ``audio``: also read ``n_audio`` speech-corpus stories aloud with espeak-ng, tokenize them with
     log-mel features + k-means (:mod:`smoltolk.world.audio`) and train on them as one more speech corpus.
@@ -122,16 +128,15 @@ def run_demo(out: str | Path, seed: int = 0, quick: bool = False, progress: bool
     backbone_dir = pretrain_backbone(out / "data", out, size, seed, tok, eos, progress)
     stage("text pretraining")
 
-    models = {}
-    for i, name in enumerate(MODELS):
-        say(f"[3/6] training {name} ({i + 1}/{len(MODELS)}): {size.stage1_steps} stage-1 + "
-            f"{size.stage2_steps} stage-2 steps")
-        models[name] = train_model(out / "data", out, name, backbone_dir, size, seed, audio, progress,
-                                   validation=validation_tasks(world_dir, size))
-        stage(f"training {name}")
+    n_workers, threads = plan_parallel(len(MODELS), workers=workers)
+    say(f"[3/6] training {', '.join(MODELS)}: {size.stage1_steps} stage-1 + {size.stage2_steps} stage-2 steps "
+        f"each, {n_workers} at a time ({threads} thread(s) each)")
+    models = train_models(out / "data", out, backbone_dir, size, seed, audio, progress and n_workers == 1,
+                          validation_tasks(world_dir, size), n_workers, threads, say, stages)
+    stage("training")
 
     say("[4/6] evaluating on held-out and heard topics")
-    results = _evaluate(world_dir, models, out / "eval", progress)
+    results = _evaluate(world_dir, models, out / "eval", progress, workers)
     stage("evaluation")
     say("[5/6] analysing SmolTolk's layer weights")
     analysis = _analyze(world_dir, models["smoltolk"], out / "analysis", progress)
@@ -150,6 +155,53 @@ def run_demo(out: str | Path, seed: int = 0, quick: bool = False, progress: bool
     (out / "report.md").write_text(report)
     print(report)
     return summary
+
+
+def run_seeds(out: str | Path, seeds: int, seed: int = 0, **options) -> dict:
+    """``seeds`` runs of the demo (seeds ``seed``, ``seed`` + 1, ...: the world, the backbone and every model
+    each), in ``out/seed-<s>``; a seed whose ``summary.json`` is there for this size is kept, so a stopped run
+    resumes. Writes ``out/seeds.json`` (every seed's headline numbers) and ``out/report.md`` (the verdicts with
+    seed ranges, means and ranges per model, SmolTolk minus the others seed by seed); returns the seeds.json data."""
+    import platform
+
+    from smoltolk.demo_summary import CLAIM, METRICS, SPLITS, judge, metric, seed_table, verdict
+    from smoltolk.parallel import available_cores
+
+    out = Path(out)
+    size_name = "quick" if options.get("quick") else "full" if options.get("full") else "default"
+    summaries = []
+    for s in range(seed, seed + seeds):
+        done = out / f"seed-{s}" / "summary.json"
+        kept = json.loads(done.read_text()) if done.is_file() else None
+        if kept is not None and kept.get("size_name") == size_name and kept.get("seed") == s:
+            print(f"seed {s}: kept ({done})")
+            summaries.append(kept)
+            continue
+        print(f"=== seed {s} ({s - seed + 1} of {seeds}) ===")
+        summaries.append(run_demo(out / f"seed-{s}", seed=s, **options))
+    machine = f"{available_cores()} cores, {platform.machine()}, {platform.processor() or platform.platform()}"
+    data = {"size_name": size_name, "seeds": [s["seed"] for s in summaries], "machine": machine,
+            "seconds": [s["seconds"] for s in summaries],
+            "per_seed": [{"seed": s["seed"], **{split: {m: {name: metric(s["results"][split][m], name)
+                                                            for name in METRICS} for m in MODELS}
+                                                for split in s["results"]}} for s in summaries],
+            "verdicts": {split: {k: v for k, v in judge(summaries, split).items() if k != "differences"}
+                         for split in SPLITS}}
+    (out / "seeds.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
+    lines = ["# SmolTolk mini-world demo, " + f"{len(summaries)} seeds", "",
+             f"Seeds {', '.join(str(s['seed']) for s in summaries)} of size {size_name} ({_size_line(summaries[0])}; "
+             f"each seed its own world, backbone and models). Wall time per seed: "
+             + ", ".join(f"{s['seconds'] / 60:.1f} min" for s in summaries) + f" on {machine}. "
+             f"Each seed's full report: seed-<s>/report.md.", "", "## Verdict", "",
+             *[f"- {verdict(summaries, split)}" for split in SPLITS], "",
+             "## Means and seed ranges", "",
+             "Accuracy %, mean (min–max) over seeds; tSC: cross-modal tStoryCloze (chance 50); cloze: the lexical "
+             "cloze's verb among 24 (chance 4.2), calibrated against the verb's prior; speech NLL in nats per unit. "
+             "The verdict judges " + " and ".join(CLAIM) + " (SmolTolk against each other model, seed by seed).", "",
+             *seed_table(summaries)]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return data
 
 
 def prepare_world(out: Path, size: DemoSize, seed: int, progress: bool, tokenizer: str | Path | None = None):
@@ -242,6 +294,33 @@ def train_model(data: Path, work: Path, name: str, backbone_dir: Path, size: Dem
     return _export(_run(name, settings + list(overrides or []))["checkpoint"], work / "models" / name)
 
 
+def _train_job(data: Path, work: Path, name: str, backbone_dir: Path, size: DemoSize, seed: int, audio: bool,
+               progress: bool, validation: list[str] | None) -> tuple[Path, float]:
+    start = time.time()
+    model = train_model(data, work, name, backbone_dir, size, seed, audio, progress, validation=validation)
+    return model, round(time.time() - start, 1)
+
+
+def train_models(data: Path, work: Path, backbone_dir: Path, size: DemoSize, seed: int, audio: bool, progress: bool,
+                 validation: list[str], workers: int, threads: int, say=print,
+                 seconds: dict | None = None) -> dict[str, Path]:
+    """The demo's three models (:func:`train_model` each), ``workers`` at a time with ``threads`` threads each,
+    SmolTolk (the longest) first; the held-out lexical cloze is scored while SmolTolk trains (its learning
+    curve). Each model's training time goes to ``seconds["training <name>"]``."""
+    jobs = [(data, work, name, backbone_dir, size, seed, audio, progress,
+             validation if name == "smoltolk" else None) for name in MODELS]
+    order = sorted(range(len(jobs)), key=lambda i: MODELS[i] != "smoltolk")
+
+    def done(i: int, result: tuple[Path, float]) -> None:
+        name = MODELS[order[i]]
+        say(f"      {name} trained in {result[1]:.0f} s")
+        if seconds is not None:
+            seconds[f"training {name}"] = result[1]
+
+    results = run_jobs(_train_job, [jobs[i] for i in order], workers, threads, done)
+    return {MODELS[i]: results[order.index(i)][0] for i in range(len(MODELS))}
+
+
 def _audio_route(world_dir: Path, out: Path, n: int, seed: int, settings, say, progress: bool) -> dict:
     """--audio: espeak-ng reads ``n`` speech-corpus stories; log-mel + k-means units, prepared as ``data/audio``."""
     from smoltolk.data.prepare import prepare
@@ -266,24 +345,31 @@ def _audio_lines(audio: dict | None) -> list[str]:
             "pseudo-speech); every model trained on them as extra speech and interleaved data."]
 
 
-def _evaluate(world_dir: Path, models: dict[str, Path], out: Path, progress: bool) -> dict:
+def _evaluate_split(world_dir: Path, models: dict[str, Path], out: Path, split: str, progress: bool) -> dict:
+    """Every model on one split's benchmarks (``out/<split>``): {model name: results}."""
     from smoltolk.eval.config import build_eval_config
     from smoltolk.eval.run import evaluate
     from smoltolk.world.build import eval_task_overrides
     from smoltolk.world.diagnostics import CALIBRATION_CONTEXTS, add_storycloze_cues
 
-    results = {}
-    for split in ("held_out", "heard"):
-        overrides = eval_task_overrides(world_dir / "bench" / split)
-        if any(o.startswith("tasks.lexical_cloze.") for o in overrides):
-            overrides.append(f"tasks.lexical_cloze.limit={CLOZE_STORIES}")
-        overrides.append(f"tasks.tstorycloze_xmodal.calibration_contexts={CALIBRATION_CONTEXTS}")
-        cfg = build_eval_config(None, [], overrides, progress=progress)
-        summary = evaluate([str(m) for m in models.values()], cfg, out / split)
-        for c in summary["checkpoints"]:  # which pairs a model tells apart: by the pronoun, or by the topic alone
-            add_storycloze_cues(c, world_dir / "bench" / split, out / split, cfg.reduction)
-        results[split] = {c["name"]: c["results"] for c in summary["checkpoints"]}
-    return results
+    overrides = eval_task_overrides(world_dir / "bench" / split)
+    if any(o.startswith("tasks.lexical_cloze.") for o in overrides):
+        overrides.append(f"tasks.lexical_cloze.limit={CLOZE_STORIES}")
+    overrides.append(f"tasks.tstorycloze_xmodal.calibration_contexts={CALIBRATION_CONTEXTS}")
+    cfg = build_eval_config(None, [], overrides, progress=progress)
+    summary = evaluate([str(m) for m in models.values()], cfg, out / split)
+    for c in summary["checkpoints"]:  # which pairs a model tells apart: by the pronoun, or by the topic alone
+        add_storycloze_cues(c, world_dir / "bench" / split, out / split, cfg.reduction)
+    return {c["name"]: c["results"] for c in summary["checkpoints"]}
+
+
+def _evaluate(world_dir: Path, models: dict[str, Path], out: Path, progress: bool,
+              workers: int | None = None) -> dict:
+    """Held-out and heard topics, one process each where two cores are free."""
+    splits = ("held_out", "heard")
+    n, threads = plan_parallel(len(splits), workers=workers)
+    jobs = [(world_dir, models, out, split, progress and n == 1) for split in splits]
+    return dict(zip(splits, run_jobs(_evaluate_split, jobs, n, threads), strict=True))
 
 
 def _analyze(world_dir: Path, model: Path, out: Path, progress: bool) -> dict:
@@ -353,6 +439,10 @@ def render_report(summary: dict) -> str:
              "expansion), SmolTolk, and SmolTolk without its adapters (paper Table 2's -Adapters). Scoring: mean "
              "log-probability per token; cross-modal StoryCloze scores the ending only (tSC: random endings, sSC: "
              "endings that break the world's logic). Chance is 50.", ""]
+    from smoltolk.demo_summary import SPLITS, verdict
+
+    lines += ["## Verdict", "", *[f"- {verdict([summary], split)}" for split in SPLITS if split in summary["results"]],
+              "", "## Tables", ""]
     rows = [{"labels": [split, name], "results": res} for split, by_model in summary["results"].items()
             for name, res in by_model.items()]
     table = table1({"checkpoints": rows}, labels=("split", "model"), mmlu=False, speech_nll=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from smoltolk.cli import main
 from smoltolk.demo import MODELS
 from smoltolk.eval.report import CROSS_MODAL_S, MISSING, TABLE1_COLUMNS
@@ -67,11 +69,63 @@ def test_quick_demo_produces_every_artefact(tmp_path, capsys):
     assert "R-value" in report and "| split | model |" in capsys.readouterr().out
 
 
-def test_full_is_the_one_voice_four_thousand_step_regime_and_excludes_quick(tmp_path, capsys):
+def test_sizes_default_is_the_one_voice_four_thousand_step_regime_full_twice_and_quick_excludes_full(tmp_path, capsys):
     from smoltolk.demo import SIZES
 
     full, default = SIZES["full"], SIZES["default"]
-    assert (full.speakers, full.stage1_steps + full.stage2_steps, full.stage1_steps) == (1, 4000, 1000)
+    assert (default.speakers, default.stage1_steps + default.stage2_steps, default.stage1_steps) == (1, 4000, 1000)
+    assert (full.speakers, full.stage1_steps + full.stage2_steps, full.stage1_steps) == (1, 8000, 2000)
     assert (full.width, full.layers, full.context) == (default.width, default.layers, default.context)
     assert main(["demo", "--quick", "--full", "--out", str(tmp_path / "d")]) == 2
     assert "choose one size" in capsys.readouterr().err and not (tmp_path / "d").exists()
+
+
+def _summary(seed: int, scores: dict) -> dict:
+    """A demo summary with only the headline metrics: scores[split][model] = (tSC T->S, cloze T->S cal.) in %."""
+    results = {split: {m: {"tstorycloze_xmodal": {"settings": {"T->S": {"accuracy": t / 100}}},
+                           "lexical_cloze": {"settings": {"T->S": {"calibrated": {"accuracy": c / 100}}}}}
+                       for m, (t, c) in by_model.items()} for split, by_model in scores.items()}
+    return {"seed": seed, "results": results}
+
+
+def test_verdict_needs_smoltolk_ahead_of_both_others_on_both_measures_in_every_seed():
+    from smoltolk.demo_summary import judge, seed_table, verdict
+
+    good = {"heard": {"baseline": (58, 15), "smoltolk": (66, 51), "smoltolk-no-adapters": (58, 19)},
+            "held_out": {"baseline": (52, 2), "smoltolk": (52, 1), "smoltolk-no-adapters": (55, 3)}}
+    seeds = [_summary(0, good), _summary(1, good)]
+    j = judge(seeds, "heard")
+    assert j["ahead"] and j["apart"] and j["differences"][("tSC T→S", "baseline")] == pytest.approx([8, 8])
+    assert "Heard topics: reproduced" in verdict(seeds, "heard") and "/ 66.0 /" in verdict(seeds, "heard")
+    held = judge(seeds, "held_out")
+    assert not held["ahead"] and ("tSC T→S", "smoltolk-no-adapters") in held["failed"]
+    assert "Held-out topics: not reproduced" in verdict(seeds, "held_out")
+    # one seed where -Adapters wins the cloze: no longer ahead in every seed
+    worse = {**good, "heard": {**good["heard"], "smoltolk-no-adapters": (58, 60)}}
+    mixed = [_summary(0, good), _summary(1, worse)]
+    assert judge(mixed, "heard")["failed"] == [("cloze T→S cal.", "smoltolk-no-adapters")]
+    # ahead in every seed but overlapping ranges: ahead, not apart
+    close = {**good, "heard": {**good["heard"], "baseline": (66.5, 15)}}
+    overlap = [_summary(0, good), _summary(1, {**good, "heard": {**good["heard"], "smoltolk": (70, 51)}}),
+               _summary(2, {**close, "heard": {**close["heard"], "smoltolk": (67, 51)}})]
+    j = judge(overlap, "heard")
+    assert j["ahead"] and not j["apart"]
+    table = "\n".join(seed_table(seeds))
+    assert "| heard topics | SmolTolk − baseline | 8.0 |" in table
+
+
+def test_seeds_run_each_seed_resume_and_report_ranges(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--seeds", "2", "--seed", "3", "--out", str(out)]) == 0
+    data = json.loads((out / "seeds.json").read_text())
+    assert data["seeds"] == [3, 4] and len(data["seconds"]) == 2
+    assert (out / "seed-3" / "report.md").is_file() and (out / "seed-4" / "summary.json").is_file()
+    report = (out / "report.md").read_text()
+    assert "## Verdict" in report and report.count("reproduced") >= 2 and "SmolTolk − baseline" in report
+    worlds = [json.loads((out / f"seed-{s}" / "world" / "world.json").read_text()) for s in (3, 4)]
+    assert worlds[0]["seed"] == 3 and worlds[1]["seed"] == 4  # each seed its own world
+    before = (out / "seed-3" / "summary.json").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(["demo", "--quick", "--seeds", "2", "--seed", "3", "--out", str(out)]) == 0
+    assert "seed 3: kept" in capsys.readouterr().out  # a finished seed is not run again
+    assert (out / "seed-3" / "summary.json").stat().st_mtime_ns == before

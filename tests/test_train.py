@@ -98,6 +98,16 @@ def test_learning_rates_follow_the_schedule(synth, tmp_path):
     assert learning_rates(20, optim, sched) == {"speech": 1e-3, "text": 1e-3}  # stage 2 starts at its rate
     assert learning_rates(29, optim, sched) == {"speech": 1e-3, "text": 1e-3}
     assert trapezoid(0, 1, 100, 0.2) == 1.0
+    cooled = OptimConfig(lr=1e-3, warmup_steps=4, stage2_decay_fraction=0.4, speech_lr_mult_stage2=2.0)
+    # stage 2's last 4 of 10 steps decay linearly to 0, both groups alike; stage 1 is untouched
+    for step, mult in {19: 0.25 * 10, 20: 1.0, 25: 1.0, 26: 1.0, 27: 0.75, 29: 0.25}.items():
+        rates = learning_rates(step, cooled, sched)
+        if step < 20:
+            assert rates == {"speech": pytest.approx(1e-3 * mult), "text": 0.0}
+        else:
+            assert rates == {"speech": pytest.approx(2e-3 * mult), "text": pytest.approx(1e-3 * mult)}
+    with pytest.raises(ConfigError, match="stage2_decay_fraction"):
+        OptimConfig(stage2_decay_fraction=1.5)
     train(load_train_config(None, _overrides(synth, tmp_path)))
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     opt, sch = OptimConfig(lr=2e-3, warmup_steps=2), ScheduleConfig(stage1_steps=5, stage2_steps=15)

@@ -520,6 +520,37 @@ def test_input_adapter_over_speech_positions_only_equals_running_it_everywhere(c
         assert_close(grads[name], grads_ref[name], terms=terms, msg=name)
 
 
+@pytest.mark.parametrize("case", ["one-text-row", "packed", "all-text", "all-speech-rows"])
+@pytest.mark.parametrize("variant", ["smoltolk", "baseline"])
+def test_output_adapter_over_speech_rows_only_equals_running_it_on_every_row(variant, case):
+    model = tiny_model(variant).train()
+    with torch.no_grad():  # a non-zero entropy bonus, so that its gradient is compared too
+        model.config.speech.entropy_beta = 0.05
+    ids, is_speech = mixed_batch(4, 24, seed=9)
+    doc = None
+    if case in ("one-text-row", "packed"):
+        is_speech[1] = False  # a text row: no speech target, the output adapter skips it
+    if case == "packed":
+        doc = torch.tensor([[0] * 10 + [1] * 14, [0] * 24, [0] * 6 + [1] * 18, [0] * 24])
+    elif case == "all-text":
+        is_speech[:] = False
+    elif case == "all-speech-rows":
+        is_speech[:, 3:9] = True
+    ids = torch.where(is_speech, ids % NUM_UNITS, ids)
+    batch = shift_targets(ids, is_speech, doc)
+    rows = model._speech_rows(batch["labels"], batch["labels_is_speech"], batch["is_speech"]).tolist()
+    assert rows == {"one-text-row": [0, 2, 3], "packed": [0, 2, 3], "all-text": [0],
+                    "all-speech-rows": [0, 1, 2, 3]}[case]
+    loss, grads = _grads(model, batch)
+    model.speech_rows_only = False  # the reference: the output adapter and the speech head over every row
+    loss_ref, grads_ref = _grads(model, batch)
+    terms = model_terms(model, 24)
+    assert_close(loss, loss_ref, terms=terms)
+    assert grads.keys() == grads_ref.keys()
+    for name in grads_ref:
+        assert_close(grads[name], grads_ref[name], terms=terms, msg=name)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("masked", [None, 3])
 def test_cross_entropy_sum_equals_autograd_cross_entropy_with_an_inf_column(dtype, masked):

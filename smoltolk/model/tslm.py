@@ -195,10 +195,21 @@ class TextSpeechLM(nn.Module):
         pooled, weights, entropy = self._pool(final, layers)  # entropy: (B, T) or None
         if sp.residual:
             pooled = pooled + z
+        mode = ("none" if labels is not None else "all") if logits == "auto" else logits
+        rows = None  # training: the output adapter over the rows that predict speech only (see _speech_rows)
+        if self.speech_rows_only and labels is not None and mode == "none" and cache is None and not return_head_inputs:
+            rows = self._speech_rows(labels, labels_is_speech, is_speech)
         if len(self.output_adapter):
             kv = cache.stack("output_adapter", len(self.output_adapter)) if cache is not None else None
-            pooled, _ = run_layers(self.output_adapter, pooled, cos, sin, seg, kv,
-                                   checkpoint_layers=self.backbone.checkpoint_layers)
+            if rows is not None:
+                pooled, _ = run_layers(self.output_adapter, pooled[rows], cos[rows], sin[rows],
+                                       None if seg is None else seg[rows], None,
+                                       checkpoint_layers=self.backbone.checkpoint_layers)
+            else:
+                pooled, _ = run_layers(self.output_adapter, pooled, cos, sin, seg, kv,
+                                       checkpoint_layers=self.backbone.checkpoint_layers)
+        elif rows is not None:
+            pooled = pooled[rows]
 
         if cache is not None:
             if run is None:
@@ -213,8 +224,7 @@ class TextSpeechLM(nn.Module):
         if return_head_inputs:
             out.text_head_input, out.speech_head_input = final, pooled
         if labels is not None:
-            self._loss(out, final, pooled, entropy, labels, labels_is_speech, is_speech)
-        mode = ("none" if labels is not None else "all") if logits == "auto" else logits
+            self._loss(out, final, pooled, entropy, labels, labels_is_speech, is_speech, rows)
         if mode != "none":
             if mode == "last":
                 final, pooled = final[:, -1:], pooled[:, -1:]
@@ -222,6 +232,16 @@ class TextSpeechLM(nn.Module):
             out.speech_logits = self.speech_head(pooled)
         return out
 
+    def _speech_rows(self, labels: Tensor, labels_is_speech: Tensor, is_speech: Tensor) -> Tensor:
+        """(R,) indices of the rows holding a scored speech target, in order: in training, the only rows whose
+        pooled states reach a head, so the output adapter (causal within a row) runs on them alone; a text-only
+        row costs it nothing. At least one row, so that the adapter takes part in every graph (zero gradients
+        without speech targets; DDP expects a gradient for every parameter)."""
+        speech_sel = self.scored_targets(labels, labels_is_speech, is_speech)[1]
+        rows = speech_sel.any(1).nonzero().flatten()
+        return rows if rows.numel() else rows.new_zeros(1)
+
+    speech_rows_only = True  # training: output adapter and speech head over rows with speech targets (False: all)
     adapter_speech_only = True  # run the input adapter over speech positions only (no cache); False: everywhere
 
     def _adapt_speech_only(self, z: Tensor, is_speech: Tensor, cos: Tensor, sin: Tensor, seg: Tensor) -> Tensor:
@@ -302,7 +322,7 @@ class TextSpeechLM(nn.Module):
         return text_sel, speech_sel, speech_targets
 
     def _loss(self, out: LMOutput, final: Tensor, pooled: Tensor, entropy: Tensor | None, labels: Tensor,
-              labels_is_speech: Tensor, is_speech: Tensor) -> None:
+              labels_is_speech: Tensor, is_speech: Tensor, rows: Tensor | None = None) -> None:
         """Token-weighted cross-entropy of both heads. PAD targets are never scored.
 
         The selector's entropy (``out.entropy``, and the bonus ``speech.entropy_beta`` x it) is its
@@ -320,7 +340,10 @@ class TextSpeechLM(nn.Module):
         # the head's module itself (its hooks run), the mask inside the loss: as text_head, with a lighter backward
         text_sum = head_cross_entropy_sum(self.backbone.lm_head, final[text_sel], labels[text_sel], chunk,
                                           masked=self._text_masked)
-        speech_sum = head_cross_entropy_sum(self.speech_head, pooled[speech_sel], speech_targets[speech_sel], chunk)
+        # pooled holds the rows ``rows`` only when given (the same speech targets, in the same order)
+        speech_rows = (speech_sel, speech_targets) if rows is None else (speech_sel[rows], speech_targets[rows])
+        speech_sum = head_cross_entropy_sum(self.speech_head, pooled[speech_rows[0]], speech_rows[1][speech_rows[0]],
+                                            chunk)
         n_text, n_speech = text_sel.sum(), speech_sel.sum()
         out.num_text, out.num_speech = n_text, n_speech
         out.text_loss = text_sum / n_text

@@ -42,6 +42,9 @@ class OptimConfig:
     warmup_steps: int = 100  # stage-1 trapezoid: linear warm-up ...
     decay_fraction: float = 0.2  # ... constant, then linear decay to 0 over the last 20% of stage 1
     text_warmup_steps: int = 0  # warm-up of the constant text rate (0 = none, as the paper)
+    # stage 2's rates (both groups) decay linearly to 0 over its last this fraction (0 = constant, as the paper;
+    # a short run ends on a cooled-down model instead of a noisy one)
+    stage2_decay_fraction: float = 0.0
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-8
     weight_decay: float = 0.1
@@ -50,7 +53,8 @@ class OptimConfig:
     def __post_init__(self) -> None:
         if self.lr <= 0:
             raise ConfigError(f"optim.lr must be positive, got {self.lr}")
-        check_ranges(self, "optim", decay_fraction=(0, 1), warmup_steps=(0, None), text_warmup_steps=(0, None),
+        check_ranges(self, "optim", decay_fraction=(0, 1), stage2_decay_fraction=(0, 1), warmup_steps=(0, None),
+                     text_warmup_steps=(0, None),
                      speech_lr_mult_stage1=(0, None), speech_lr_mult_stage2=(0, None), weight_decay=(0, None),
                      grad_clip=(0, None), eps=(0, None))
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
