@@ -114,18 +114,33 @@ def test_verdict_needs_smoltolk_ahead_of_both_others_on_both_measures_in_every_s
     assert "| heard topics | SmolTolk − baseline | 8.0 |" in table
 
 
-def test_seeds_run_each_seed_resume_and_report_ranges(tmp_path, capsys):
+def test_seeds_run_each_seed_into_its_folder_resume_and_report_ranges(tmp_path, capsys, monkeypatch):
+    import smoltolk.demo as demo
+
+    calls = []
+    good = {"heard": {"baseline": (58, 15), "smoltolk": (66, 51), "smoltolk-no-adapters": (58, 19)},
+            "held_out": {"baseline": (52, 2), "smoltolk": (52, 1), "smoltolk-no-adapters": (55, 3)}}
+
+    def fake_run_demo(out, seed=0, **options):  # the whole pipeline is test_quick_demo's; here, the seeds
+        calls.append((out.name, seed, options["quick"]))
+        summary = {**_summary(seed, good), "size_name": "quick", "seconds": 60.0 + seed, "size": {}}
+        out.mkdir(parents=True)
+        (out / "summary.json").write_text(json.dumps(summary))
+        return summary
+
+    monkeypatch.setattr(demo, "run_demo", fake_run_demo)
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--seeds", "2", "--seed", "3", "--out", str(out)]) == 0
+    assert calls == [("seed-3", 3, True), ("seed-4", 4, True)]
     data = json.loads((out / "seeds.json").read_text())
-    assert data["seeds"] == [3, 4] and len(data["seconds"]) == 2
-    assert (out / "seed-3" / "report.md").is_file() and (out / "seed-4" / "summary.json").is_file()
+    assert data["seeds"] == [3, 4] and data["seconds"] == [63.0, 64.0]
+    assert data["verdicts"]["heard"]["ahead"] and not data["verdicts"]["held_out"]["ahead"]
+    assert data["per_seed"][1]["heard"]["smoltolk"]["tSC T→S"] == pytest.approx(66)
     report = (out / "report.md").read_text()
-    assert "## Verdict" in report and report.count("reproduced") >= 2 and "SmolTolk − baseline" in report
-    worlds = [json.loads((out / f"seed-{s}" / "world" / "world.json").read_text()) for s in (3, 4)]
-    assert worlds[0]["seed"] == 3 and worlds[1]["seed"] == 4  # each seed its own world
-    before = (out / "seed-3" / "summary.json").stat().st_mtime_ns
+    assert "Heard topics: reproduced" in report and "Held-out topics: not reproduced" in report
+    assert "| heard topics | SmolTolk − baseline | 8.0 |" in report and "1.1 min, 1.1 min" in report
     capsys.readouterr()
-    assert main(["demo", "--quick", "--seeds", "2", "--seed", "3", "--out", str(out)]) == 0
-    assert "seed 3: kept" in capsys.readouterr().out  # a finished seed is not run again
-    assert (out / "seed-3" / "summary.json").stat().st_mtime_ns == before
+    assert main(["demo", "--quick", "--seeds", "3", "--seed", "3", "--out", str(out)]) == 0
+    assert calls[2:] == [("seed-5", 5, True)]  # finished seeds are kept, only the new one runs
+    assert "seed 3: kept" in capsys.readouterr().out
+    assert json.loads((out / "seeds.json").read_text())["seeds"] == [3, 4, 5]

@@ -197,19 +197,16 @@ class TextSpeechLM(nn.Module):
             pooled = pooled + z
         mode = ("none" if labels is not None else "all") if logits == "auto" else logits
         rows = None  # training: the output adapter over the rows that predict speech only (see _speech_rows)
-        if self.speech_rows_only and labels is not None and mode == "none" and cache is None and not return_head_inputs:
+        if (len(self.output_adapter) and self.speech_rows_only and labels is not None and mode == "none"
+                and cache is None and not return_head_inputs):
             rows = self._speech_rows(labels, labels_is_speech, is_speech)
-        if len(self.output_adapter):
+            pooled, _ = run_layers(self.output_adapter, pooled[rows], cos[rows], sin[rows],
+                                   None if seg is None else seg[rows], None,
+                                   checkpoint_layers=self.backbone.checkpoint_layers)
+        elif len(self.output_adapter):
             kv = cache.stack("output_adapter", len(self.output_adapter)) if cache is not None else None
-            if rows is not None:
-                pooled, _ = run_layers(self.output_adapter, pooled[rows], cos[rows], sin[rows],
-                                       None if seg is None else seg[rows], None,
-                                       checkpoint_layers=self.backbone.checkpoint_layers)
-            else:
-                pooled, _ = run_layers(self.output_adapter, pooled, cos, sin, seg, kv,
-                                       checkpoint_layers=self.backbone.checkpoint_layers)
-        elif rows is not None:
-            pooled = pooled[rows]
+            pooled, _ = run_layers(self.output_adapter, pooled, cos, sin, seg, kv,
+                                   checkpoint_layers=self.backbone.checkpoint_layers)
 
         if cache is not None:
             if run is None:
@@ -241,7 +238,7 @@ class TextSpeechLM(nn.Module):
         rows = speech_sel.any(1).nonzero().flatten()
         return rows if rows.numel() else rows.new_zeros(1)
 
-    speech_rows_only = True  # training: output adapter and speech head over rows with speech targets (False: all)
+    speech_rows_only = True  # training: the output adapter over rows with speech targets only (False: every row)
     adapter_speech_only = True  # run the input adapter over speech positions only (no cache); False: everywhere
 
     def _adapt_speech_only(self, z: Tensor, is_speech: Tensor, cos: Tensor, sin: Tensor, seg: Tensor) -> Tensor:
