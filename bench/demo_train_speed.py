@@ -77,19 +77,6 @@ def bare_rate(config: Path, steps: int, rows_only: bool = True) -> float:
     return steps * cfg.schedule.micro_batch * cfg.data.context / (time.perf_counter() - start)
 
 
-def matmul_peak(n: int = 1024, repeats: int = 20) -> float:
-    import torch
-
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t)
-    return 2 * n**3 / min(times)
-
-
 def _bare_job(config: Path, steps: int) -> float:
     return bare_rate(config, steps)
 
@@ -99,6 +86,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer steps (checks the script, not the numbers)")
     args = ap.parse_args()
     import torch
+    from train_speed import matmul_peak  # bench/ is on the path: this script's folder
 
     from smoltolk.parallel import run_jobs
     from smoltolk.train import trainer
