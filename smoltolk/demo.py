@@ -50,10 +50,10 @@ SIZES = {
     "quick": DemoSize(n_text=300, n_speech=150, n_bench_stories=16, n_bench_pairs=16, layers=2, width=64, context=128,
                       micro_batch=4, pretrain_steps=20, stage1_steps=4, stage2_steps=16,
                       n_audio=6),
-    # where SmolTolk's lead across modalities shows on heard topics (docs/demo-regimes.md): one voice, 4000 steps
-    # per model, a quarter in stage 1 (the speech modules' long stage 1 is what the shorter tries lacked)
+    # where SmolTolk's lead across modalities shows on heard topics (docs/demo-regimes.md): one voice, 3000 steps
+    # per model, 1000 in stage 1 (the speech modules' long stage 1 is what the shorter tries lacked)
     "default": DemoSize(n_text=4000, n_speech=6000, n_bench_stories=200, n_bench_pairs=200, layers=4, width=128,
-                        context=256, micro_batch=8, pretrain_steps=600, stage1_steps=1000, stage2_steps=3000,
+                        context=256, micro_batch=8, pretrain_steps=600, stage1_steps=1000, stage2_steps=2000,
                         speakers=1),
 }
 # --full: twice the steps (docs/levers/one-voice-8000-steps: heard-topic transfer wider, held-out still at chance)

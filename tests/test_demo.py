@@ -73,7 +73,7 @@ def test_sizes_default_is_the_one_voice_four_thousand_step_regime_full_twice_and
     from smoltolk.demo import SIZES
 
     full, default = SIZES["full"], SIZES["default"]
-    assert (default.speakers, default.stage1_steps + default.stage2_steps, default.stage1_steps) == (1, 4000, 1000)
+    assert (default.speakers, default.stage1_steps + default.stage2_steps, default.stage1_steps) == (1, 3000, 1000)
     assert (full.speakers, full.stage1_steps + full.stage2_steps, full.stage1_steps) == (1, 8000, 2000)
     assert (full.width, full.layers, full.context) == (default.width, default.layers, default.context)
     assert main(["demo", "--quick", "--full", "--out", str(tmp_path / "d")]) == 2
