@@ -292,35 +292,9 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None or b == 0 else a / b
 
 
-def main() -> None:
-    """Interleaved timing rounds over the models, then memory in subprocesses, then the JSON report (one
-    sequential measurement protocol; kept in one place so its order is visible)."""
-    args = parse_args()
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    if args.memory_only:
-        memory_only(args)
-        return
-    start = time.perf_counter()
-    tokens, is_speech = mixed_tokens(args)
-    inputs_speech = is_speech[:, :-1]
-    n_tok = args.batch * args.seq
-
-    memory: dict[str, dict] = {}
-    if not args.no_memory:
-        for name in MODELS:  # one after the other: they would only slow each other down on 2 cores
-            t0 = time.perf_counter()
-            memory[name] = measure_memory(name, args)
-            log(f"memory: {name} peak {memory[name]['peak_mem_mb']:.1f} MB (allocator), "
-                f"{memory[name]['peak_rss_delta_mb']:.1f} MB (RSS delta) [{time.perf_counter() - t0:.1f}s]")
-
-    built = {name: make_model(name, args) for name in MODELS}
-    steps = {name: make_step(name, model, args) for name, model in built.items()}
-    times = time_models(steps, args)
-    if args.profile:
-        for name in ("baseline", "smoltolk"):
-            profile_step(name, steps[name])
-
+def report(args: argparse.Namespace, times: dict, built: dict, memory: dict, inputs_speech: torch.Tensor,
+           n_tok: int, start: float) -> dict:
+    """The JSON report: per-model times and memory, and SmolTolk against the depth-scaled baseline."""
     models = {}
     for name in MODELS:
         med = statistics.median(times[name])
@@ -387,7 +361,39 @@ def main() -> None:
         "smoltolk_vs_baseline_memory_ratio": ratio(st["peak_mem_mb"], bl["peak_mem_mb"]),
         "wall_time_s": round(time.perf_counter() - start, 1),
     }
-    print(json.dumps(result, indent=2))
+    return result
+
+
+def main() -> None:
+    """Interleaved timing rounds over the models, then memory in subprocesses, then the JSON report (one
+    sequential measurement protocol; kept in one place so its order is visible)."""
+    args = parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    if args.memory_only:
+        memory_only(args)
+        return
+    start = time.perf_counter()
+    tokens, is_speech = mixed_tokens(args)
+    inputs_speech = is_speech[:, :-1]
+    n_tok = args.batch * args.seq
+
+    memory: dict[str, dict] = {}
+    if not args.no_memory:
+        for name in MODELS:  # one after the other: they would only slow each other down on 2 cores
+            t0 = time.perf_counter()
+            memory[name] = measure_memory(name, args)
+            log(f"memory: {name} peak {memory[name]['peak_mem_mb']:.1f} MB (allocator), "
+                f"{memory[name]['peak_rss_delta_mb']:.1f} MB (RSS delta) [{time.perf_counter() - t0:.1f}s]")
+
+    built = {name: make_model(name, args) for name in MODELS}
+    steps = {name: make_step(name, model, args) for name, model in built.items()}
+    times = time_models(steps, args)
+    if args.profile:
+        for name in ("baseline", "smoltolk"):
+            profile_step(name, steps[name])
+
+    print(json.dumps(report(args, times, built, memory, inputs_speech, n_tok, start), indent=2))
 
 
 if __name__ == "__main__":

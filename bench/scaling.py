@@ -93,22 +93,13 @@ def evaluate_one(model_dir: Path, world_dir: Path, out: Path) -> dict:
     topics too, with the other diagnostics (``results["heard"]``), to see where a model stands. tStoryCloze
     also calibrated (each ending's score after its story minus its mean after a few others) and split by
     whether the endings' pronouns differ (``by_cue``: a heard-vocabulary cue) or not (only the topic tells)."""
-    from smoltolk.eval.config import build_eval_config
-    from smoltolk.eval.run import evaluate
-    from smoltolk.world.build import eval_task_overrides
-    from smoltolk.world.diagnostics import CALIBRATION_CONTEXTS, add_storycloze_cues
+    from smoltolk.demo import evaluate_split
 
-    results = {}
-    for split in ("held_out", "heard"):
-        keep = ("tasks.tstorycloze_xmodal.", "tasks.lexical_cloze.", "tasks.speech_nll.", "tasks.speaker_context.",
-                "tasks.word_translation.")
-        overrides = [o for o in eval_task_overrides(world_dir / "bench" / split) if o.startswith(keep)]
-        overrides += ["tasks.tstorycloze_xmodal.settings=[T->S, S->T]", "tasks.lexical_cloze.limit=100",
-                      f"tasks.tstorycloze_xmodal.calibration_contexts={CALIBRATION_CONTEXTS}"]
-        cfg = build_eval_config(None, [], overrides, progress=False)
-        done = evaluate([str(model_dir)], cfg, out / split)["checkpoints"][0]
-        add_storycloze_cues(done, world_dir / "bench" / split, out / split, cfg.reduction)
-        results[split] = done["results"]
+    tasks = ("tstorycloze_xmodal", "lexical_cloze", "speech_nll", "speaker_context", "word_translation")
+    results = {split: next(iter(evaluate_split(world_dir, {"model": model_dir}, out, split, tasks=tasks,
+                                               overrides=("tasks.tstorycloze_xmodal.settings=[T->S, S->T]",)
+                                               ).values()))
+               for split in ("held_out", "heard")}
     return {**results["held_out"], "heard": results["heard"]}
 
 
@@ -154,7 +145,8 @@ def study(args) -> None:
     backbones = {}
     for width, steps, model, seed in todo:
         s1 = max(1, round(steps * args.stage1_fraction))
-        size = dataclasses.replace(base, width=width, stage1_steps=s1, stage2_steps=steps - s1)
+        size = dataclasses.replace(base, width=width, stage1_steps=s1, stage2_steps=steps - s1,
+                                   warmup_steps=max(1, s1 // 4))
         if width not in backbones:
             bdir = out / f"backbone-w{width}" / "models" / "backbone"
             if not (bdir / "model.safetensors").is_file():

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up a virtual environment in .venv with smoltolk and its development tools.
-# On the reference CPU machine torch is pinned to the CPU build lying on disk (2.13.0);
-# elsewhere set SMOLTOLK_TORCH to the torch requirement you want (e.g. "torch>=2.5").
+# torch defaults to torch==2.13.0; set SMOLTOLK_TORCH to the torch requirement you want instead
+# (e.g. "torch>=2.5" on a GPU machine). The package itself asks for torch>=2.5.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from smoltolk.defaults import CARRIER_STYLE_NAMES, DEFAULT_NUM_UNITS
-from smoltolk.errors import Interrupted, SmolTolkError
+from smoltolk.errors import Interrupted, Preempted, SmolTolkError
 
 
 def _cmd_presets(args: argparse.Namespace) -> None:
@@ -74,13 +74,12 @@ def _cmd_wrap(args: argparse.Namespace) -> None:
 
 
 def _cmd_generate(args: argparse.Namespace) -> None:
-    from tqdm import tqdm
-
     from smoltolk.errors import InputError
     from smoltolk.files import check_output_file, write_text_atomic
     from smoltolk.generate import GenerationConfig, Speech, collect, read_units, render, stream
     from smoltolk.model.hf import load_tokenizer
     from smoltolk.model.tslm import TextSpeechLM
+    from smoltolk.progress import progress_bar
 
     if not args.prompt:
         raise InputError("give a prompt: --text STRING and/or --units FILE (repeatable, in order)")
@@ -119,8 +118,8 @@ def _cmd_generate(args: argparse.Namespace) -> None:
     if args.centroids and len(vocoder.centroids) != model.num_units:
         raise InputError(f"{args.centroids}: {len(vocoder.centroids)} centroids, but the model has "
                          f"{model.num_units} units (give the centroids its speech was tokenized with)")
-    bar = tqdm(stream(model, [prompt], tokenizer=tokenizer, config=cfg), total=cfg.max_new_tokens, unit="tok",
-               desc="generate", file=sys.stderr, delay=2.0)  # appears only for outputs that take a while
+    bar = progress_bar(stream(model, [prompt], tokenizer=tokenizer, config=cfg), total=cfg.max_new_tokens,
+                       unit="tok", desc="generate", file=sys.stderr, delay=2.0)  # shown for long outputs only
     gen = collect(bar, 1)[0]
     bar.close()
     out = render(gen, tokenizer, args.to)
@@ -314,7 +313,8 @@ def _cmd_world(args: argparse.Namespace) -> None:
 def _cmd_demo(args: argparse.Namespace) -> None:
     from smoltolk.demo import run_demo, run_seeds
 
-    options = {"quick": args.quick, "audio": args.audio, "full": args.full, "workers": args.workers}
+    options = {"quick": args.quick, "audio": args.audio, "full": args.full, "workers": args.workers,
+               "carriers": args.carriers}
     if args.seeds > 1:
         run_seeds(args.out, args.seeds, seed=args.seed, **options)
     else:
@@ -344,12 +344,8 @@ POSITIVE, COUNT, SEED = _number(int, 1), _number(int, 0), _number(int, 0)
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
-    """Every config setting of the command line: ``--set`` ones, and the deprecated positional ones."""
-    legacy = getattr(args, "legacy", [])
-    if legacy:
-        print(f"smoltolk {args.command}: note: bare key=value settings are deprecated; write --set "
-              f"{legacy[0]} (they still work in this release)", file=sys.stderr)
-    return [*legacy, *args.set]
+    """Every config setting of the command line (``--set KEY=VALUE``, repeatable)."""
+    return list(args.set)
 
 
 FEATURES_HELP = "hubert:DIR (a local Hugging Face HuBERT directory) or logmel[:FRAME_RATE] (no weights)"
@@ -371,11 +367,9 @@ def arg(*names: str, **options: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
 
 
 def settings(example: str) -> list[tuple[tuple[str, ...], dict[str, Any]]]:
-    """``--set KEY=VALUE`` (repeatable), the one spelling of config settings for every command; bare
-    positional ``key=value`` settings still work for one release, with a note (:func:`_overrides`)."""
+    """``--set KEY=VALUE`` (repeatable), the one spelling of config settings for every command."""
     return [arg("--set", dest="set", action="append", default=[], metavar="KEY=VALUE",
-                help=f"a config setting (repeatable; {example})"),
-            arg("legacy", nargs="*", metavar="key=value", help=argparse.SUPPRESS)]
+                help=f"a config setting (repeatable; {example})")]
 
 
 COMMANDS = [
@@ -391,6 +385,9 @@ COMMANDS = [
             "on 2 cores, not timed end to end): heard-topic transfer wider"),
         arg("--audio", action="store_true", help="also read some stories aloud with espeak-ng and train on "
             "their log-mel + k-means units (needs espeak-ng: apt-get install espeak-ng)"),
+        arg("--carriers", choices=CARRIER_STYLE_NAMES, default=None, help="how held-out words are heard in speech: "
+            "plain carriers ('kate said the word drill', the default), echo (said twice) or neutral (in everyday "
+            "sentences: 'kate liked the drill')"),
     ]),
     Command("world", _cmd_world, "the demo's mini-world alone: stories, pseudo-speech, benchmarks, prepared "
             "shards (e.g. for a real backbone with --tokenizer)", [
@@ -398,8 +395,9 @@ COMMANDS = [
         arg("--seed", type=SEED, default=0),
         arg("--speakers", type=POSITIVE, default=None, help="pseudo-speech voices (default: the demo's, 1)"),
         arg("--carriers", choices=CARRIER_STYLE_NAMES, default=CARRIER_STYLE_NAMES[0],
-            help="how held-out words are heard alone: plain ('kate said the word drill') or echo (said twice, so "
-                 "interleaved data can pair a word's text with its sound; default: plain)"),
+            help="how held-out words are heard in speech, one per utterance: plain ('kate said the word drill'), "
+                 "echo (said twice, so interleaved data can pair a word's text with its sound) or neutral (in "
+                 "everyday sentences: 'kate liked the drill', 'tom stirred it slowly'; default: plain)"),
         arg("--quick", action="store_true", help="the quick demo's small world"),
         arg("--tokenizer", help="prepare the text with this tokenizer.json (a real backbone's) instead of "
                                 "the world's own small BPE"),
@@ -576,14 +574,21 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help, or a usage error (argparse printed it): its exit code
         return e.code if isinstance(e.code, int) else 2
+    from smoltolk.preempt import EXIT_PREEMPTED, SignalStop, signals_raise
+
     try:
-        args.func(args)
+        with signals_raise():
+            args.func(args)
+    except Preempted as e:
+        print(f"smoltolk {args.command}: {e}", file=sys.stderr)
+        return EXIT_PREEMPTED
     except Interrupted as e:
         print(f"smoltolk {args.command}: interrupted: {e}", file=sys.stderr)
         return 130
-    except KeyboardInterrupt:
-        print(f"smoltolk {args.command}: interrupted (what it writes is written whole or not at all)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        how = f"stopped by {e.signal}" if isinstance(e, SignalStop) else "interrupted"
+        print(f"smoltolk {args.command}: {how} (what it writes is written whole or not at all)", file=sys.stderr)
+        return EXIT_PREEMPTED if isinstance(e, SignalStop) else 130
     except SmolTolkError as e:
         print(f"smoltolk {args.command}: error: {e}", file=sys.stderr)
         return 2

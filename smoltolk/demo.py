@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from smoltolk.defaults import DEMO_MODELS
+from smoltolk.defaults import CARRIER_STYLE_NAMES, DEMO_MODELS
 from smoltolk.errors import ConfigError
 from smoltolk.parallel import plan as plan_parallel
 from smoltolk.parallel import run_jobs
@@ -36,6 +36,7 @@ class DemoSize:
     pretrain_steps: int
     stage1_steps: int
     stage2_steps: int
+    warmup_steps: int  # of the two-stage trainings
     n_audio: int = 150  # speech-corpus stories read by espeak-ng with --audio (smoltolk.world.audio)
     speakers: int = 4  # pseudo-speech voices (smoltolk.world.speech.PseudoSpeech), training and benchmarks alike
     carriers: str = "plain"  # carrier frames of held-out words (smoltolk.world.world.CARRIER_STYLES), a lever
@@ -45,19 +46,46 @@ MODELS = DEMO_MODELS  # the demo's models: recipes/demo/<name>.yaml
 CLOZE_STORIES = 100  # lexical-cloze stories per split (24 candidates x 6 settings x 2 contexts each)
 MIN_GAP_WORDS = 300  # the world's spacing of held-out words in speech: at least the context + 1 (see Split)
 
-SIZES = {
-    # proves the pipeline, not the claim (the tests run it)
-    "quick": DemoSize(n_text=300, n_speech=150, n_bench_stories=16, n_bench_pairs=16, layers=2, width=64, context=128,
-                      micro_batch=4, pretrain_steps=20, stage1_steps=4, stage2_steps=16,
-                      n_audio=6),
-    # where SmolTolk's lead across modalities shows on heard topics (docs/demo-regimes.md): one voice, 3000 steps
-    # per model, 1000 in stage 1 (the speech modules' long stage 1 is what the shorter tries lacked)
-    "default": DemoSize(n_text=4000, n_speech=6000, n_bench_stories=200, n_bench_pairs=200, layers=4, width=128,
-                        context=256, micro_batch=8, pretrain_steps=600, stage1_steps=1000, stage2_steps=2000,
-                        speakers=1),
-}
-# --full: twice the steps (docs/levers/one-voice-8000-steps: heard-topic transfer wider, held-out still at chance)
-SIZES["full"] = dataclasses.replace(SIZES["default"], stage1_steps=2000, stage2_steps=6000)
+RECIPES = Path(__file__).resolve().parent.parent / "recipes" / "demo"  # the demo's runs, one recipe each
+SIZES_FILE = RECIPES / "sizes.yaml"
+
+
+def load_sizes(path: Path = SIZES_FILE) -> dict[str, DemoSize]:
+    """The demo's sizes from ``recipes/demo/sizes.yaml`` (the one place they are set); ``like: NAME`` starts a
+    size from an earlier one."""
+    import yaml
+
+    from smoltolk.files import read_text
+
+    if not path.is_file():
+        raise ConfigError(f"{path}: the demo's sizes are missing; the demo runs from a clone of the repository "
+                          "(pip install -e .), which holds recipes/demo/")
+    try:
+        raw = yaml.safe_load(read_text(path))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(f"{path}: expected a mapping of size names to their fields")
+    sizes: dict[str, DemoSize] = {}
+    for name, fields in raw.items():
+        if not isinstance(fields, dict):
+            raise ConfigError(f"{path}: size {name!r}: expected a mapping of fields, got {fields!r}")
+        fields = dict(fields)
+        like = fields.pop("like", None)
+        if like is not None and like not in sizes:
+            raise ConfigError(f"{path}: size {name!r}: like {like!r} names no size above it")
+        try:
+            sizes[name] = DemoSize(**({**dataclasses.asdict(sizes[like]), **fields} if like else fields))
+        except TypeError as e:
+            known = ", ".join(f.name for f in dataclasses.fields(DemoSize))
+            raise ConfigError(f"{path}: size {name!r}: {e} (fields: {known})") from None
+    missing = {"quick", "default", "full"} - set(sizes)
+    if missing:
+        raise ConfigError(f"{path}: sizes {', '.join(sorted(missing))} missing (expected quick, default, full)")
+    return sizes
+
+
+SIZES = load_sizes()
 
 
 def _datasets(data: Path, modalities: tuple[str, ...], audio: bool = False) -> list[dict]:
@@ -86,12 +114,15 @@ def _export(checkpoint: str, target: Path) -> Path:
 
 
 def run_demo(out: str | Path, seed: int = 0, quick: bool = False, progress: bool = True, audio: bool = False,
-             full: bool = False, workers: int | None = None) -> dict:
+             full: bool = False, workers: int | None = None, carriers: str | None = None) -> dict:
     """Run the whole demo into ``out``; returns the summary (also written as ``summary.json``).
 
     ``quick``: the small size that proves the pipeline; ``full``: twice the default's steps (8000 per model).
 
     ``workers``: processes that train (and evaluate) side by side (default: one per core, up to one per model).
+
+    ``carriers``: how held-out words are heard in speech (default: the size's, "plain" carriers; "neutral":
+    in everyday sentences, :data:`~smoltolk.world.world.NEUTRAL_NOUN`; "echo": said twice).
 
     ``audio``: also read ``n_audio`` speech-corpus stories aloud with espeak-ng, tokenize them with
     log-mel features + k-means (:mod:`smoltolk.world.audio`) and train on them as one more speech corpus.
@@ -101,6 +132,10 @@ def run_demo(out: str | Path, seed: int = 0, quick: bool = False, progress: bool
         raise ConfigError("--quick and --full: choose one size")
     size_name = "quick" if quick else "full" if full else "default"
     size = SIZES[size_name]
+    if carriers is not None:
+        if carriers not in CARRIER_STYLE_NAMES:
+            raise ConfigError(f"carriers {carriers!r}: expected one of {', '.join(CARRIER_STYLE_NAMES)}")
+        size = dataclasses.replace(size, carriers=carriers)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     say = print if progress else (lambda *a, **k: None)
@@ -131,7 +166,7 @@ def run_demo(out: str | Path, seed: int = 0, quick: bool = False, progress: bool
     n_workers, threads = plan_parallel(len(MODELS), workers=workers)
     say(f"[3/6] training {', '.join(MODELS)}: {size.stage1_steps} stage-1 + {size.stage2_steps} stage-2 steps "
         f"each, {n_workers} at a time ({threads} thread(s) each)")
-    models = train_models(out / "data", out, backbone_dir, size, seed, audio, progress and n_workers == 1,
+    models = train_models(out / "data", out, backbone_dir, size, seed, audio, progress,
                           validation_tasks(world_dir, size), n_workers, threads, say, stages)
     stage("training")
 
@@ -173,7 +208,9 @@ def run_seeds(out: str | Path, seeds: int, seed: int = 0, **options) -> dict:
     for s in range(seed, seed + seeds):
         done = out / f"seed-{s}" / "summary.json"
         kept = json.loads(done.read_text()) if done.is_file() else None
-        if kept is not None and kept.get("size_name") == size_name and kept.get("seed") == s:
+        carriers = options.get("carriers") or SIZES[size_name].carriers
+        if (kept is not None and kept.get("size_name") == size_name and kept.get("seed") == s
+                and kept.get("size", {}).get("carriers", "plain") == carriers):
             print(f"seed {s}: kept ({done})")
             summaries.append(kept)
             continue
@@ -235,9 +272,6 @@ def validation_tasks(world_dir: Path, size: DemoSize) -> list[str]:
             "tasks.lexical_cloze.settings=[T->S, S->T]"]
 
 
-RECIPES = Path(__file__).resolve().parent.parent / "recipes" / "demo"  # the demo's runs, one recipe each
-
-
 def recipe(name: str) -> Path:
     """``recipes/demo/<name>.yaml``: the settings of one of the demo's runs (paths and sizes come as overrides)."""
     path = RECIPES / f"{name}.yaml"
@@ -247,11 +281,26 @@ def recipe(name: str) -> Path:
     return path
 
 
-def _settings(size: DemoSize, seed: int, out_dir: Path, progress: bool, **stages: int) -> list[str]:
-    """Overrides every demo run takes: its size, seed, output folder and (if given) stage lengths."""
-    out = [f"data.context={size.context}", f"data.seed={seed}", f"schedule.micro_batch={size.micro_batch}",
-           f"run.seed={seed}", f"run.out_dir={json.dumps(str(out_dir))}", f"run.progress={str(progress).lower()}"]
-    return out + [f"schedule.{k}={v}" for k, v in stages.items()]
+def size_settings(name: str, size: DemoSize, vocab_size: int = 512, eos: int = 0) -> list[str]:
+    """The overrides ``recipes/demo/<name>.yaml`` takes from a size of ``recipes/demo/sizes.yaml``: context,
+    micro-batch, steps and warm-up, and for the text pretraining the backbone's shape (``vocab_size``: its
+    tokenizer's, ``eos``: its end-of-text id)."""
+    out = [f"data.context={size.context}", f"schedule.micro_batch={size.micro_batch}"]
+    if name == "text-pretrain":
+        heads = max(2, size.width // 32)
+        shape = {"vocab_size": vocab_size, "hidden_size": size.width, "intermediate_size": size.width * 3,
+                 "num_layers": size.layers, "num_heads": heads, "num_kv_heads": max(1, heads // 2),
+                 "max_position_embeddings": 4 * size.context, "eos_token_id": eos}
+        return [*out, f"schedule.stage2_steps={size.pretrain_steps}",
+                *(f"model.backbone.{k}={v}" for k, v in shape.items())]
+    return [*out, f"schedule.stage1_steps={size.stage1_steps}", f"schedule.stage2_steps={size.stage2_steps}",
+            f"optim.warmup_steps={size.warmup_steps}"]
+
+
+def _settings(seed: int, out_dir: Path, progress: bool) -> list[str]:
+    """Overrides every demo run takes: its seed and output folder."""
+    return [f"data.seed={seed}", f"run.seed={seed}", f"run.out_dir={json.dumps(str(out_dir))}",
+            f"run.progress={str(progress).lower()}"]
 
 
 def _run(name: str, settings: list[str]) -> dict:
@@ -265,13 +314,9 @@ def pretrain_backbone(data: Path, work: Path, size: DemoSize, seed: int, tok: Pa
     ``work/models/backbone``, a Hugging Face directory (the run itself in ``work/runs/text-pretrain``)."""
     from smoltolk.model.hf import load_tokenizer
 
-    heads = max(2, size.width // 32)
-    shape = {"vocab_size": load_tokenizer(tok).get_vocab_size(), "hidden_size": size.width,
-             "intermediate_size": size.width * 3, "num_layers": size.layers, "num_heads": heads,
-             "num_kv_heads": max(1, heads // 2), "max_position_embeddings": 4 * size.context, "eos_token_id": eos}
-    settings = _settings(size, seed, work / "runs" / "text-pretrain", progress, stage2_steps=size.pretrain_steps)
+    settings = size_settings("text-pretrain", size, load_tokenizer(tok).get_vocab_size(), eos)
+    settings += _settings(seed, work / "runs" / "text-pretrain", progress)
     settings += [f"model.tokenizer={json.dumps(str(tok))}", f"data.datasets={json.dumps(_datasets(data, ('text',)))}"]
-    settings += [f"model.backbone.{k}={v}" for k, v in shape.items()]
     return _export(_run("text-pretrain", settings)["checkpoint"], work / "models" / "backbone")
 
 
@@ -284,11 +329,9 @@ def train_model(data: Path, work: Path, name: str, backbone_dir: Path, size: Dem
     (``validation.eval``), learning curves in its metrics.jsonl. ``overrides``: ``key=value`` settings of
     the training config on top (levers: spans, rates, ...)."""
     total = size.stage1_steps + size.stage2_steps
-    settings = _settings(size, seed, work / "runs" / name, progress, stage1_steps=size.stage1_steps,
-                         stage2_steps=size.stage2_steps)
+    settings = size_settings(name, size) + _settings(seed, work / "runs" / name, progress)
     settings += [f"model.backbone_dir={json.dumps(str(backbone_dir))}",  # JSON: paths stay literal
                  f"data.datasets={json.dumps(_datasets(data, ('speech', 'text', 'interleaved'), audio))}",
-                 f"optim.warmup_steps={max(1, size.stage1_steps // 4)}",
                  f"validation.every={max(1, total // 4) if validation else 0}",
                  f"validation.eval={json.dumps(validation or [])}"]
     return _export(_run(name, settings + list(overrides or []))["checkpoint"], work / "models" / name)
@@ -345,18 +388,23 @@ def _audio_lines(audio: dict | None) -> list[str]:
             "pseudo-speech); every model trained on them as extra speech and interleaved data."]
 
 
-def _evaluate_split(world_dir: Path, models: dict[str, Path], out: Path, split: str, progress: bool) -> dict:
-    """Every model on one split's benchmarks (``out/<split>``): {model name: results}."""
+def evaluate_split(world_dir: Path, models: dict[str, Path], out: Path, split: str, progress: bool = False,
+                   tasks: tuple[str, ...] | None = None, overrides: tuple[str, ...] = ()) -> dict:
+    """Models on one split's benchmarks of a world (``out/<split>``): {model name: results}. ``tasks``: only
+    these (default: every task the world wrote); ``overrides``: eval settings on top. The lexical cloze scores
+    its first CLOZE_STORIES stories; tStoryCloze is also calibrated and split by what tells the endings apart."""
     from smoltolk.eval.config import build_eval_config
     from smoltolk.eval.run import evaluate
     from smoltolk.world.build import eval_task_overrides
     from smoltolk.world.diagnostics import CALIBRATION_CONTEXTS, add_storycloze_cues
 
-    overrides = eval_task_overrides(world_dir / "bench" / split)
-    if any(o.startswith("tasks.lexical_cloze.") for o in overrides):
-        overrides.append(f"tasks.lexical_cloze.limit={CLOZE_STORIES}")
-    overrides.append(f"tasks.tstorycloze_xmodal.calibration_contexts={CALIBRATION_CONTEXTS}")
-    cfg = build_eval_config(None, [], overrides, progress=progress)
+    settings = eval_task_overrides(world_dir / "bench" / split)
+    if tasks is not None:
+        settings = [o for o in settings if o.startswith(tuple(f"tasks.{t}." for t in tasks))]
+    if any(o.startswith("tasks.lexical_cloze.") for o in settings):
+        settings.append(f"tasks.lexical_cloze.limit={CLOZE_STORIES}")
+    settings.append(f"tasks.tstorycloze_xmodal.calibration_contexts={CALIBRATION_CONTEXTS}")
+    cfg = build_eval_config(None, [], [*settings, *overrides], progress=progress)
     summary = evaluate([str(m) for m in models.values()], cfg, out / split)
     for c in summary["checkpoints"]:  # which pairs a model tells apart: by the pronoun, or by the topic alone
         add_storycloze_cues(c, world_dir / "bench" / split, out / split, cfg.reduction)
@@ -368,8 +416,8 @@ def _evaluate(world_dir: Path, models: dict[str, Path], out: Path, progress: boo
     """Held-out and heard topics, one process each where two cores are free."""
     splits = ("held_out", "heard")
     n, threads = plan_parallel(len(splits), workers=workers)
-    jobs = [(world_dir, models, out, split, progress and n == 1) for split in splits]
-    return dict(zip(splits, run_jobs(_evaluate_split, jobs, n, threads), strict=True))
+    jobs = [(world_dir, models, out, split, progress) for split in splits]
+    return dict(zip(splits, run_jobs(evaluate_split, jobs, n, threads), strict=True))
 
 
 def _analyze(world_dir: Path, model: Path, out: Path, progress: bool) -> dict:
@@ -422,10 +470,28 @@ def _samples(model_dir: Path, world_dir: Path, out: Path | None = None, n_speech
     return samples
 
 
+HEARD_AS = {"plain": "in carrier utterances", "echo": "said twice in carrier utterances",
+            "neutral": "one per utterance in everyday sentences that say nothing of their topic"}
+
+
 def _size_line(summary: dict) -> str:
     size = summary.get("size", {})
     return (f"{size.get('speakers', '?')} voice(s), width {size.get('width', '?')}, "
             f"{size.get('stage1_steps', 0) + size.get('stage2_steps', 0)} steps per model")
+
+
+def _acoustic_lines(summary: dict) -> list[str]:
+    """The acoustic-consistency row: SALMon's speaker-consistency layout on the world's voices."""
+    rows = [(split, name, res["salmon"]) for split, by_model in summary["results"].items()
+            for name, res in by_model.items() if "salmon" in res]
+    if not rows:
+        return []
+    part = "speaker_consistency"
+    return ["", "Acoustic consistency (SALMon's speaker-consistency layout on the world's voices: a story's second "
+            "half in its first half's voice against the same words in another voice, whole-recording likelihood; "
+            "accuracy %, chance 50):", "", "| split | model | speaker consistency |", "|---|---|---|",
+            *[f"| {split} | {name} | {100 * r['parts'][part]['accuracy']:.1f} |" for split, name, r in rows
+              if part in r["parts"]]]
 
 
 def render_report(summary: dict) -> str:
@@ -435,7 +501,8 @@ def render_report(summary: dict) -> str:
              f"seed {summary['seed']}, size {summary.get('size_name', 'default')} ({_size_line(summary)}), "
              f"{summary['seconds']} s. Accuracy (%) on benchmark items built on topics "
              "whose associations were **never heard in speech** (held out: their words occur in speech only alone, "
-             "in carrier utterances) and, for contrast, on heard topics. Models: the baseline (plain vocabulary "
+             f"{HEARD_AS.get(summary.get('size', {}).get('carriers', 'plain'), 'in carrier utterances')}) and, "
+             "for contrast, on heard topics. Models: the baseline (plain vocabulary "
              "expansion), SmolTolk, and SmolTolk without its adapters (paper Table 2's -Adapters). Scoring: mean "
              "log-probability per token; cross-modal StoryCloze scores the ending only (tSC: random endings, sSC: "
              "endings that break the world's logic). Chance is 50.", ""]
@@ -449,6 +516,7 @@ def render_report(summary: dict) -> str:
     lines.append(table)
     if CROSS_MODAL_S in table:
         lines += ["", f"{CROSS_MODAL_S}: S from the cross-modal set (the ending only, after a spoken context)."]
+    lines += _acoustic_lines(summary)
     for split, by_model in summary["results"].items():  # the cross-modal diagnostics, as smoltolk eval reports them
         tables = diagnostics_tables({"checkpoints": [{"name": n, "results": r} for n, r in by_model.items()]})
         if tables:

@@ -19,3 +19,7 @@ class InputError(SmolTolkError, ValueError):
 
 class Interrupted(SmolTolkError):
     """Ctrl-C stopped a command; the message says what state it left."""
+
+
+class Preempted(Interrupted):
+    """SIGTERM or SIGUSR1 stopped training at a step's end, after a complete checkpoint (smoltolk.preempt)."""

@@ -32,6 +32,8 @@ def plan(jobs: int, cores: int | None = None, workers: int | None = None) -> tup
 
 def _init_worker(threads: int) -> None:
     os.environ["OMP_NUM_THREADS"] = str(threads)
+    if os.environ.get("SMOLTOLK_PROGRESS", "").lower() != "off":  # bars side by side garble: a line now and then
+        os.environ["SMOLTOLK_PROGRESS"] = "lines"
     import torch
 
     torch.set_num_threads(threads)

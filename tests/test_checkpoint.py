@@ -82,7 +82,7 @@ def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise KeyboardInterrupt("killed mid-write")
 
-    monkeypatch.setattr("safetensors.torch.save_file", crash)  # the weights' write, after config.json
+    monkeypatch.setattr("smoltolk.model.tslm.write_safetensors", crash)  # the weights' write, after config.json
     with pytest.raises(KeyboardInterrupt):
         tiny_model(seed=1).save_pretrained(tmp_path / "ckpt")
     after = {p.name: p.read_bytes() for p in (tmp_path / "ckpt").iterdir()}
@@ -143,3 +143,29 @@ def test_bf16_loading_keeps_rope_frequencies_in_float32(tmp_path):
     assert model.backbone.embed_tokens.weight.dtype == torch.bfloat16
     assert model.backbone.rotary.inv_freq.dtype == torch.float32
     assert torch.equal(model.backbone.rotary.inv_freq, tiny_model().backbone.rotary.inv_freq)
+
+
+def test_safetensors_writer_gives_the_same_bytes_for_the_same_tensors_and_reads_back(tmp_path):
+    """Equal weights give equal files (sorted tensors and metadata; the safetensors library writes metadata
+    in a hash map's order), and the file reads back with the safetensors library, dtypes and metadata kept."""
+    from safetensors import safe_open
+
+    from smoltolk.model.io import write_safetensors
+
+    g = torch.Generator().manual_seed(0)
+    tensors = {"b.weight": torch.randn(3, 5, generator=g), "a.bias": torch.randn(7, generator=g).bfloat16(),
+               "mask": torch.tensor([True, False, True]), "step": torch.tensor(12), "empty": torch.zeros(0, 4),
+               "t": torch.randn(4, 6, generator=g).t()}  # not contiguous
+    meta = {"smoltolk": "tslm", "format": "pt", "note": "x"}
+    write_safetensors(tensors, tmp_path / "one.safetensors", meta)
+    write_safetensors(dict(reversed(tensors.items())), tmp_path / "two.safetensors", dict(reversed(meta.items())))
+    data = (tmp_path / "one.safetensors").read_bytes()
+    assert data == (tmp_path / "two.safetensors").read_bytes()
+    assert int.from_bytes(data[:8], "little") % 8 == 0
+    with safe_open(str(tmp_path / "one.safetensors"), "pt") as f:
+        assert f.metadata() == meta and sorted(f.keys()) == sorted(tensors)
+        for name, t in tensors.items():
+            back = f.get_tensor(name)
+            assert back.dtype == t.dtype and torch.equal(back, t), name
+    with pytest.raises(TypeError, match="complex"):
+        write_safetensors({"z": torch.zeros(2, dtype=torch.complex64)}, tmp_path / "z.safetensors")

@@ -26,7 +26,8 @@ def test_presets_json(capsys):
 def test_wrap_then_inspect(tmp_path, hf_llama_dir, capsys):
     path, _ = hf_llama_dir()
     (path / "tokenizer.json").write_text('{"stand-in": true}')
-    assert main(["wrap", str(path), str(tmp_path / "st"), "speech.pooling=fixed", "speech.num_units=100"]) == 0
+    assert main(["wrap", str(path), str(tmp_path / "st"), "--set", "speech.pooling=fixed",
+                 "--set", "speech.num_units=100"]) == 0
     assert (tmp_path / "st" / "tokenizer.json").read_text() == '{"stand-in": true}'
     model = TextSpeechLM.from_pretrained(tmp_path / "st")
     assert model.config.speech.pooling == "fixed" and model.speech_vocab_size == 102
@@ -42,7 +43,8 @@ def test_wrap_then_inspect(tmp_path, hf_llama_dir, capsys):
 
 def test_wrap_rejects_settings_it_cannot_apply(tmp_path, hf_llama_dir, capsys):
     path, _ = hf_llama_dir()
-    assert main(["wrap", str(path), str(tmp_path / "st"), "backbone.rope_theta=5", "pooling=fixed"]) == 2
+    assert main(["wrap", str(path), str(tmp_path / "st"), "--set", "backbone.rope_theta=5", "--set",
+                 "pooling=fixed"]) == 2
     assert "wrap takes only speech.key=value settings" in capsys.readouterr().err
     assert not (tmp_path / "st").exists()
 
@@ -75,14 +77,14 @@ def test_tiny_run_shows_the_model_working(tmp_path):
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 4
 
 
-def test_settings_are_spelled_set_everywhere_and_the_old_spelling_still_works(tmp_path, capsys, hf_llama_dir):
+def test_settings_are_spelled_set_and_a_bare_setting_is_a_usage_error(tmp_path, capsys, hf_llama_dir):
     path, _ = hf_llama_dir()
     assert main(["wrap", str(path), str(tmp_path / "a"), "--set", "speech.pooling=fixed"]) == 0
-    assert "deprecated" not in capsys.readouterr().err
-    assert main(["wrap", str(path), str(tmp_path / "b"), "speech.pooling=fixed"]) == 0
-    assert "bare key=value settings are deprecated; write --set speech.pooling=fixed" in capsys.readouterr().err
-    for d in ("a", "b"):
-        assert json.loads((tmp_path / d / "config.json").read_text())["model"]["speech"]["pooling"] == "fixed"
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["model"]["speech"]["pooling"] == "fixed"
+    capsys.readouterr()
+    assert main(["wrap", str(path), str(tmp_path / "b"), "speech.pooling=fixed"]) == 2
+    assert "unrecognized arguments: speech.pooling=fixed" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
 
 
 def test_world_command_builds_the_echo_lever(tmp_path):

@@ -133,3 +133,66 @@ def test_eval_input_errors_exit_2(tmp_path, checkpoints, benchmarks, capsys):
     assert "unknown task 'wuggy'" in capsys.readouterr().err
     assert main(["eval", str(st), "--out", str(tmp_path / "o"), "--tasks", f"swuggy={benchmarks['swuggy']}"]) == 2
     assert "--speech-tokenizer" in capsys.readouterr().err  # wavs but no way to make units
+
+
+def test_eval_stopped_by_sigterm_exits_75_in_one_line_and_leaves_no_results(tmp_path, checkpoints, benchmarks, capsys,
+                                                                            monkeypatch):
+    import os
+    import signal
+
+    from smoltolk.eval.scorer import LikelihoodScorer
+    from smoltolk.preempt import EXIT_PREEMPTED
+
+    real, calls = LikelihoodScorer.score, {"n": 0}
+
+    def signalled(self, items):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second task: the first one's scores are computed, nothing is written yet
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(self, items)
+
+    monkeypatch.setattr(LikelihoodScorer, "score", signalled)
+    st, _ = checkpoints
+    out = tmp_path / "out"
+    code = main(["eval", str(st), "--out", str(out), "--tasks", f"mmlu={benchmarks['mmlu']}",
+                 f"speech_nll={benchmarks['speech_nll']}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == EXIT_PREEMPTED and err == ["smoltolk eval: stopped by SIGTERM (what it writes is written whole or "
+                                              "not at all)"]
+    assert not (out / "results.json").exists() and not (out / "results.md").exists()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone after the command
+
+
+def _salmon_folder(root, parts=("speaker_consistency", "my_part"), samples=3, options=2):
+    for p, part in enumerate(parts):
+        (root / part).mkdir(parents=True)
+        for i in range(samples):
+            for k in range(options):
+                wav(root / part / f"sample_{i}_{k}.wav", 0.2 + 0.05 * k, 100 * p + 10 * i + k)
+    return root
+
+
+def test_eval_scores_a_salmon_layout_folder_per_part_and_the_mean(tmp_path, checkpoints, benchmarks, capsys):
+    st, _ = checkpoints
+    root = _salmon_folder(tmp_path / "salmon")
+    out = tmp_path / "out"
+    assert main(["eval", str(st), "--out", str(out), "--tasks", f"salmon={root}", "--speech-tokenizer", "logmel:25",
+                 str(benchmarks["centroids"])]) == 0
+    r = json.loads((out / "results.json").read_text())["checkpoints"][0]["results"]["salmon"]
+    assert list(r["parts"]) == ["my_part", "speaker_consistency"] and r["samples"] == 6
+    rows = [json.loads(x) for x in (out / "smoltolk" / "scores" / "salmon.jsonl").read_text().splitlines()]
+    logprob = {row["item"]: row["logprob"] for row in rows}
+    for part, res in r["parts"].items():  # the positive (option 0) against the negative, whole-recording sums
+        wins = [float(logprob[f"{part}/sample_{i}_0"] > logprob[f"{part}/sample_{i}_1"]) for i in range(3)]
+        assert res == {"accuracy": pytest.approx(sum(wins) / 3), "samples": 3}
+    assert r["accuracy"] == pytest.approx((r["parts"]["my_part"]["accuracy"]
+                                           + r["parts"]["speaker_consistency"]["accuracy"]) / 2)
+    table = (out / "results.md").read_text().split("**SALMon**")[1]
+    assert "| Model | Speaker | my_part | mean |" in table
+    (root / "my_part" / "sample_2_0.wav").unlink()  # a sample without its positive
+    assert main(["eval", str(st), "--out", str(tmp_path / "o2"), "--tasks", f"salmon={root}"]) == 2
+    err = capsys.readouterr().err
+    assert "my_part: sample 2 has options [1]; expected 0 (the positive)" in err and "Traceback" not in err
+    (root / "my_part" / "odd.wav").write_bytes(b"")
+    assert main(["eval", str(st), "--out", str(tmp_path / "o3"), "--tasks", f"salmon={root}"]) == 2
+    assert "odd.wav: name not of the form sample_{i}_{k}.wav" in capsys.readouterr().err

@@ -245,7 +245,7 @@ def test_prompt_encoding_joins_modalities_with_swt(tokenizer):
     assert speech[n:] == [False, True, True, False, False, False, True, True, False]
     assert encode_prompt(model, [3, 4], "speech") == ([3, 4], [True, True])  # no SWT: already speech
     assert encode_prompt(model, torch.tensor([3, 4]), "either") == ([3, 4], [True, True])
-    assert model.generate("the cat", tokenizer=tokenizer, to="speech", max_new_tokens=3, seed=0).is_speech \
+    assert generate(model, "the cat", tokenizer=tokenizer, to="speech", max_new_tokens=3, seed=0).is_speech \
         == [True] * 3
 
 

@@ -174,7 +174,7 @@ def test_biases_the_family_cannot_say_are_refused_and_old_bias_flags_still_load(
     from smoltolk.config import from_dict
     from smoltolk.errors import ConfigError
     from smoltolk.model.config import BackboneConfig
-    from smoltolk.model.hf import hf_config_from_backbone
+    from smoltolk.model.hf_config import hf_config_from_backbone
 
     with pytest.raises(ConfigError, match="cannot be written as a LlamaForCausalLM config"):
         hf_config_from_backbone(BackboneConfig(biases=("q", "k", "v")))  # Qwen2's layout, in the Llama family

@@ -144,6 +144,10 @@ def test_killed_run_resumes_exactly(synth, tmp_path, monkeypatch):
     rows = [json.loads(line) for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
     resumed = {r["step"]: r["loss"] for r in rows}
     assert [resumed[s] for s in range(9, 21)] == full[8:]  # bit-identical after the restart
+    last = [ckpt.list_checkpoints(tmp_path / run / "checkpoints")[-1] for run in ("full", "killed")]
+    assert last[0].name == last[1].name == "step-00000020"
+    for name in ("model.safetensors", "optimizer.safetensors", "rng.safetensors", "config.json"):
+        assert (last[0] / name).read_bytes() == (last[1] / name).read_bytes(), name  # byte-identical files
 
 
 def test_interrupted_checkpoint_keeps_the_previous_one(synth, tmp_path, monkeypatch):
@@ -248,11 +252,12 @@ def _torchrun(cfg_args: list[str], nproc: int, cwd: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     (cwd / "empty.yaml").write_text("{}\n")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "smoltolk.cli", "train", str(cwd / "empty.yaml"), *cfg_args]
+           "-m", "smoltolk.cli", "train", str(cwd / "empty.yaml"), *[a for o in cfg_args for a in ("--set", o)]]
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])
 def test_two_processes_match_one_with_the_same_global_batch(synth, tmp_path, mode):
     common = {"schedule.stage1_steps": 2, "schedule.stage2_steps": 4, "schedule.micro_batch": 1}
@@ -475,3 +480,100 @@ def test_stage_one_computes_no_backbone_gradients_and_still_trains_the_input_ada
     assert seen and all(p.requires_grad for p in run.model.backbone.parameters())
     for h in hooks:
         h.remove()
+
+
+def _signal_self_at(monkeypatch, sig, step: int | None = None, checkpoint: str | None = None) -> None:
+    """Send ``sig`` to this process as optimizer step ``step`` (0-based) begins, or while the checkpoint
+    ``checkpoint`` is being written (its model files written, the optimizer's not yet)."""
+    import signal
+
+    if step is not None:
+        real = trainer.train_step
+
+        def signalled(run, s):
+            if s == step:
+                os.kill(os.getpid(), getattr(signal, sig))
+            return real(run, s)
+
+        monkeypatch.setattr(trainer, "train_step", signalled)
+    if checkpoint is not None:
+        real_save = ckpt.save
+
+        def signalled_save(path, **kw):
+            if path.name == checkpoint:
+                write = kw["write_model"]
+
+                def write_then_signal(directory, state):
+                    write(directory, state)
+                    os.kill(os.getpid(), getattr(signal, sig))
+
+                kw = {**kw, "write_model": write_then_signal}
+            return real_save(path, **kw)
+
+        monkeypatch.setattr(ckpt, "save", signalled_save)
+
+
+@pytest.mark.parametrize(("sig", "step", "checkpoint", "stopped_at"), [
+    ("SIGTERM", 6, None, 7),  # in the middle of stage 2
+    ("SIGTERM", 4, None, 5),  # the last step of stage 1: resumes into stage 2
+    ("SIGTERM", None, "step-00000008", 8),  # while a periodic checkpoint is written: that one is kept, whole
+    ("SIGUSR1", 11, None, 12),
+])
+def test_a_preempted_run_checkpoints_at_the_step_end_and_resumes_bit_exact(synth, tmp_path, monkeypatch, sig, step,
+                                                                           checkpoint, stopped_at):
+    from smoltolk.errors import Preempted
+
+    train(load_train_config(None, _overrides(synth, tmp_path / "full", **{"run.checkpoint_every": 4})))
+    cfg = load_train_config(None, _overrides(synth, tmp_path / "cut", **{"run.checkpoint_every": 4}))
+    _signal_self_at(monkeypatch, sig, step, checkpoint)
+    with pytest.raises(Preempted, match=rf"^preempted at step {stopped_at} \({sig}\); checkpoint .*"
+                                        rf"step-{stopped_at:08d}; run the same command to resume$"):
+        train(cfg)
+    monkeypatch.undo()
+    kept = ckpt.list_checkpoints(tmp_path / "cut" / "checkpoints")
+    assert kept[-1].name == f"step-{stopped_at:08d}" and not list((tmp_path / "cut" / "checkpoints").glob(".*"))
+    train(cfg)  # the same command resumes
+    rows = [json.loads(line) for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in rows] == _losses(tmp_path / "full")  # every step once, bit-identical
+    last = [ckpt.list_checkpoints(tmp_path / run / "checkpoints")[-1] for run in ("full", "cut")]
+    for name in ("model.safetensors", "optimizer.safetensors", "rng.safetensors"):
+        assert (last[0] / name).read_bytes() == (last[1] / name).read_bytes(), name
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_real_training_process_in_one_line_and_the_same_command_resumes_it(synth, tmp_path):
+    """A real ``smoltolk train`` process, sent SIGTERM as a scheduler would: exit code 75, one line on stderr,
+    a complete checkpoint; the same command finishes the run with the uninterrupted run's final bytes."""
+    import signal
+    import time
+
+    from smoltolk.cli import main
+    from smoltolk.preempt import EXIT_PREEMPTED
+
+    (tmp_path / "empty.yaml").write_text("{}\n")
+    long = {"schedule.stage2_steps": 300, "run.log_every": 1, "run.checkpoint_every": 100}
+
+    def command(out: Path) -> list[str]:
+        return ["train", str(tmp_path / "empty.yaml"),
+                *[a for o in _overrides(synth, out, **long) for a in ("--set", o)]]
+
+    assert main(command(tmp_path / "full")) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
+    proc = subprocess.Popen([sys.executable, "-m", "smoltolk.cli", *command(tmp_path / "cut")], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics, deadline = tmp_path / "cut" / "metrics.jsonl", time.time() + 120
+    while time.time() < deadline and proc.poll() is None and (
+            not metrics.is_file() or len(metrics.read_text().splitlines()) < 30):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    lines = err.strip().splitlines()
+    assert proc.returncode == EXIT_PREEMPTED and len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("smoltolk train: preempted at step ") and "run the same command to resume" in lines[0]
+    stopped = int(lines[0].split("preempted at step ")[1].split()[0])
+    assert 30 <= stopped < 305
+    assert (tmp_path / "cut" / "checkpoints" / f"step-{stopped:08d}" / "rng.safetensors").is_file()
+    assert main(command(tmp_path / "cut")) == 0
+    assert [json.loads(x)["loss"] for x in metrics.read_text().splitlines()] == _losses(tmp_path / "full")
+    final = "checkpoints/step-00000305/model.safetensors"
+    assert (tmp_path / "cut" / final).read_bytes() == (tmp_path / "full" / final).read_bytes()

@@ -28,6 +28,7 @@ from smoltolk.world.world import (
     ANIMALS,
     GIVE_VERBS,
     INTRANSITIVE_VERBS,
+    NAMES,
     PLACE_BY_NAME,
     PLACES,
     VERBS,
@@ -38,6 +39,7 @@ from smoltolk.world.world import (
     make_story,
     minimal_pairs,
     split_violations,
+    topic_words,
     words,
 )
 
@@ -145,6 +147,40 @@ def test_echo_carriers_say_each_held_out_word_twice_and_keep_the_split(world, tm
     # the plain world of the same seed has the same spoken stories: only the carriers differ
     stories = [r.text for r in speech if " went to the " in r.text]
     assert stories == [r.text for r in read_speech_manifest(world / "speech.jsonl") if " went to the " in r.text]
+
+
+def test_neutral_carriers_hear_each_held_out_word_in_everyday_sentences_and_keep_the_split(world, tmp_path):
+    """The "neutral" world (issue 25): a held-out word is heard in speech in an everyday sentence that fits it
+    and says nothing of its topic, one held-out word per utterance, said once; the split still holds for
+    utterances and for samples (split_violations), and the spoken stories are the plain world's."""
+    info = build_world(tmp_path / "neutral", seed=3, carriers="neutral", **SIZES)
+    assert info["carriers"] == "neutral"
+    split = Split(info["split"]["heard"], info["split"]["held_out"], info["split"]["held_out_words"])
+    topic_of = split.topic_of()
+    speech = read_speech_manifest(tmp_path / "neutral" / "speech.jsonl")
+    assert split_violations(split, [(r.id, r.text) for r in speech], info["min_gap_words"]) == []
+    sentences = [r for r in speech if " went to the " not in r.text]
+    assert len(sentences) > 20
+    for r in sentences:
+        held = [w for w in words(r.text) if w in topic_of]
+        assert len(held) == 1 and " the word " not in r.text and " said " not in r.text, r.text
+    stories = [r.text for r in speech if " went to the " in r.text]
+    assert stories == [r.text for r in read_speech_manifest(world / "speech.jsonl") if " went to the " in r.text]
+    # the text corpus has the genre too, on every topic's words
+    text = [r.text for r in read_text_manifest(tmp_path / "neutral" / "text.jsonl")]
+    assert any(t.startswith(tuple(NAMES)) and " liked the " in t for t in text)
+
+
+@pytest.mark.parametrize("place", [p.name for p in PLACES])
+def test_every_topic_word_has_a_neutral_sentence_holding_no_other_topic_word(place):
+    from smoltolk.world.world import carrier
+
+    topic_of = {w: p.name for p in PLACES for w in topic_words(p.name)}
+    rng = np.random.default_rng(0)
+    for word in sorted(topic_words(place)):
+        for _ in range(8):
+            sentence = carrier(rng, word, "neutral")
+            assert [w for w in words(sentence) if w in topic_of] == [word], sentence
 
 
 def test_carrier_styles_and_bad_style():
@@ -292,3 +328,30 @@ def test_benchmarks_round_trip_through_the_eval_readers(world):
     held_out = set(info["split"]["held_out"])
     for f in (world / "bench" / "held_out" / "sstorycloze_xmodal").glob("*_mutual.txt"):
         assert words(f.read_text())[4] in held_out
+
+
+def test_the_world_writes_a_salmon_speaker_consistency_task_with_a_voice_switch(world):
+    from smoltolk.eval.tasks import Salmon
+    from smoltolk.eval.units import load_unit_source
+
+    root = world / "bench" / "held_out" / "salmon"
+    task = Salmon(root)
+    assert list(task.parts) == ["speaker_consistency"] and len(task.parts["speaker_consistency"]) == 12
+    units = load_unit_source(root, task.audio())
+    for positive, negative in task.parts["speaker_consistency"]:
+        a, b = list(units[f"speaker_consistency/{positive}"]), list(units[f"speaker_consistency/{negative}"])
+        assert a != b, positive  # the same words, another voice for the second half
+        shared = next(i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y)
+        assert shared >= 5  # the first half is the same recording
+    overrides = json.loads((world / "world.json").read_text())["eval_tasks"]["held_out"]
+    assert f"tasks.salmon.units={root}" in overrides
+
+
+def test_every_pair_of_voices_differs():
+    """Distinct speaker ids give distinct voices (CRC32's linearity once made ids 0 and 2, 1 and 3 the same)."""
+    from itertools import combinations
+
+    speech = PseudoSpeech(seed=0, speakers=8)
+    for a, b in combinations(range(8), 2):
+        differ = sum(speech.phone_units(p, "", "", a) != speech.phone_units(p, "", "", b) for p in PHONEMES)
+        assert differ >= len(PHONEMES) // 3, (a, b, differ)

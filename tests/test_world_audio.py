@@ -166,6 +166,7 @@ def test_bad_transcript_names_the_record(world, tmp_path):
         choose_stories(bad, 1)
 
 
+@pytest.mark.slow
 @needs_espeak
 def test_quick_demo_trains_on_the_audio_route(tmp_path):
     out = tmp_path / "demo"

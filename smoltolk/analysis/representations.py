@@ -158,9 +158,9 @@ def final_representations(model: TextSpeechLM, seqs: Sequence[tuple[list[int], b
     reps = None
     batches = _batches([len(s[0]) for s in seqs], batch_tokens)
     if progress:
-        from tqdm.auto import tqdm
+        from smoltolk.progress import progress_bar
 
-        batches = tqdm(batches, unit="batch", desc="representations", leave=False)
+        batches = progress_bar(batches, unit="batch", desc="representations", leave=False)
     for idx in batches:
         ids, speech = _padded(seqs, idx, _device(model))
         hidden = model(ids, speech, logits="none", return_hidden_states=True).hidden_states

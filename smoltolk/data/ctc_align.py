@@ -133,10 +133,9 @@ def align_manifest(manifest: str | Path, out: str | Path, aligner: CTCAligner, p
     """Align every record of a speech manifest that has ``audio`` and ``text``; writes
     ``<out>/<id>.json`` (``{"words": [...]}``, the format ``smoltolk prepare --alignments`` reads).
     Existing outputs are kept (a re-run resumes). Returns counts."""
-    from tqdm import tqdm
-
     from smoltolk.data.audio import load_audio
     from smoltolk.data.manifest import read_speech_manifest
+    from smoltolk.progress import progress_bar
 
     manifest, out = Path(manifest), Path(out)
     records = read_speech_manifest(manifest)
@@ -145,7 +144,7 @@ def align_manifest(manifest: str | Path, out: str | Path, aligner: CTCAligner, p
         raise InputError(f"{manifest}: no record has both 'audio' and 'text' to align")
     out.mkdir(parents=True, exist_ok=True)
     done = skipped = 0
-    for rec in tqdm(todo, desc="align", unit="utt", disable=not progress):
+    for rec in progress_bar(todo, desc="align", unit="utt", disable=not progress):
         target = out / f"{rec.id}.json"
         if target.is_file():
             skipped += 1

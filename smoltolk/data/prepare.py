@@ -177,7 +177,7 @@ def prepare(manifest: str | Path, out: str | Path, kind: str, settings: PrepareS
     Idempotent: a shard whose inputs (its records, the tokenizer, the settings) are unchanged and
     whose ``done.json`` exists is skipped. Shards are built in parallel processes.
     """
-    from tqdm import tqdm
+    from smoltolk.progress import progress_bar
 
     if kind not in ("speech", "text"):
         raise InputError(f"kind must be 'speech' or 'text', got {kind!r}")
@@ -213,7 +213,8 @@ def prepare(manifest: str | Path, out: str | Path, kind: str, settings: PrepareS
     workers = settings.workers or os.cpu_count() or 1
     skipped = len(shards) - len(jobs)
     desc = f"prepare {kind}" + (f" ({skipped} unchanged shard{'s' * (skipped != 1)} skipped)" if skipped else "")
-    with tqdm(total=len(jobs), desc=desc, unit="shard", disable=not progress) as bar:  # closed (newline) on error
+    # closed (newline) on error
+    with progress_bar(total=len(jobs), desc=desc, unit="shard", disable=not progress) as bar:
         if jobs and (workers == 1 or len(jobs) == 1):
             for job in jobs:
                 _job(job)

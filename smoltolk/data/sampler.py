@@ -11,12 +11,16 @@ processes therefore sees the same global batches as one process with W times the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from smoltolk.data.interleave import InterleaveConfig, Interleaver
 from smoltolk.data.prepare import SpeechShard, load_prepared
 from smoltolk.errors import ConfigError, InputError
+
+if TYPE_CHECKING:
+    from smoltolk.model.protocol import SpeechVocab
 
 MODALITIES = ("speech", "text", "interleaved")
 
@@ -125,9 +129,16 @@ class Mixture:
       doc_ids   int64  document of each token (all 0 unless ``mask_documents``)
     """
 
-    def __init__(self, cfg: DataConfig, swt_id: int, speech_eos_id: int, text_eos_id: int | None = None,
-                 num_units: int | None = None) -> None:
+    def __init__(self, cfg: DataConfig, swt_id: int | None, speech_eos_id: int | None,
+                 text_eos_id: int | None = None, num_units: int | None = None) -> None:
+        """``swt_id`` and ``speech_eos_id`` None: a text LM's mixture (text datasets only)."""
         self.cfg = cfg
+        if swt_id is None or speech_eos_id is None:
+            spoken = [ds for ds in cfg.datasets if ds.modality != "text"]
+            if spoken:
+                raise ConfigError(f"data.datasets: {spoken[0].path} is {spoken[0].modality} data, but a text LM (no "
+                                  "speech modules) trains on text only; wrap it first (smoltolk wrap) or keep "
+                                  "text datasets only")
         self.speech_eos_id = speech_eos_id
         self.sources: dict[str, list[tuple[Source, float]]] = {m: [] for m in MODALITIES}
         eos_seen = set()
@@ -159,6 +170,13 @@ class Mixture:
         self.modalities = list(weights)
         self.modality_p = np.array([weights[m] for m in self.modalities]) / sum(weights.values())
         self.dataset_p = {m: np.array([w for _, w in s]) / sum(w for _, w in s) for m, s in self.sources.items() if s}
+
+    @classmethod
+    def for_model(cls, cfg: DataConfig, vocab: SpeechVocab | None) -> Mixture:
+        """The mixture a model trains on: with its speech ids, or text only for a text LM (``vocab`` None)."""
+        if vocab is None:
+            return cls(cfg, None, None)
+        return cls(cfg, vocab.swt_id, vocab.speech_eos_id, num_units=vocab.num_units)
 
     def sample(self, index: int) -> dict[str, np.ndarray]:
         """The sample with global index ``index`` (a pure function of the seed and the index)."""

@@ -216,7 +216,7 @@ def tokenize_manifest(manifest: str | Path, out_dir: str | Path, tokenizer: Spee
     manifest (``smoltolk.data.manifest``). A re-run skips finished shards; it refuses if the
     manifest, shard size or tokenizer changed. Returns a summary (shards computed and skipped).
     """
-    from tqdm.auto import tqdm
+    from smoltolk.progress import progress_bar
 
     if shard_size < 1 or batch_size < 1:
         raise ConfigError(f"shard_size {shard_size} and batch_size {batch_size} must be positive")
@@ -230,7 +230,7 @@ def tokenize_manifest(manifest: str | Path, out_dir: str | Path, tokenizer: Spee
     n_shards = math.ceil(len(records) / shard_size)
     todo = [i for i in range(n_shards) if not (out_dir / SHARD_NAME.format(i)).is_file()]
     done = len(records) - sum(len(records[i * shard_size:(i + 1) * shard_size]) for i in todo)
-    with tqdm(total=len(records), initial=done, unit="utt", desc="tokenize", disable=not progress) as bar:
+    with progress_bar(total=len(records), initial=done, unit="utt", desc="tokenize", disable=not progress) as bar:
         for i in todo:
             rows = _encode_records(records[i * shard_size:(i + 1) * shard_size], tokenizer, batch_size, resample, bar)
             _write_shard(out_dir / SHARD_NAME.format(i), rows)
@@ -261,11 +261,11 @@ def read_shards(out_dir: str | Path) -> list[dict[str, Any]]:
 def manifest_features(manifest: str | Path, features: FeatureExtractor, *, seed: int = 0, batch_size: int = 8,
                       resample: bool = True, progress: bool = True) -> Iterator[np.ndarray]:
     """Features (frames, dim) of each utterance of a manifest, in a seeded random order (for ``fit_kmeans``)."""
-    from tqdm.auto import tqdm
+    from smoltolk.progress import progress_bar
 
     records = read_audio_manifest(manifest)
     order = np.random.default_rng(seed).permutation(len(records))
-    with tqdm(total=len(records), unit="utt", desc="features", disable=not progress) as bar:
+    with progress_bar(total=len(records), unit="utt", desc="features", disable=not progress) as bar:
         for start in range(0, len(order), batch_size):
             group = [records[i] for i in order[start:start + batch_size]]
             waves = [_load_record(r, features, resample) for r in group]

@@ -62,6 +62,7 @@ class TasksConfig:
     lexical_cloze: ClozeConfig | None = None
     word_translation: TaskConfig | None = None
     speaker_context: TaskConfig | None = None
+    salmon: TaskConfig | None = None  # SALMon's release folder (one folder per part)
 
 
 @dataclass

@@ -6,6 +6,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from smoltolk.files import write_text_atomic
+
 MISSING = "—"
 CROSS_MODAL_S = "†"  # S column filled from the cross-modal set (ending only) for want of the speech-only task
 
@@ -73,6 +75,25 @@ def other_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def salmon_table(summary: dict[str, Any]) -> list[str]:
+    """SALMon in its paper's layout: a column per part (in the release's order, then any others), the mean."""
+    from smoltolk.eval.tasks import SALMON_PARTS, SALMON_TITLES
+
+    have = [ck for ck in summary["checkpoints"] if "salmon" in ck["results"]]
+    if not have:
+        return []
+    found = {p for ck in have for p in ck["results"]["salmon"]["parts"]}
+    parts = [p for p in SALMON_PARTS if p in found] + sorted(found - set(SALMON_PARTS))
+    names = [SALMON_TITLES.get(p, p) for p in parts]
+    lines = ["", "**SALMon** (acoustic consistency and alignment; accuracy %, chance 50 with one negative):", "",
+             "| Model | " + " | ".join(names) + " | mean |", "|" + "---|" * (len(parts) + 2)]
+    for ck in have:
+        r = ck["results"]["salmon"]
+        cells = [_pct(r["parts"][p]["accuracy"]) if p in r["parts"] else MISSING for p in parts]
+        lines.append(f"| {ck['name']} | " + " | ".join(cells) + f" | {_pct(r['accuracy'])} |")
+    return lines
+
+
 def _diagnostic_table(ckpts: list[dict[str, Any]], task: str, field: str, caption, cell) -> list[str]:
     """One table of a diagnostic: a column per setting / effect (``field`` of the task's results), a row per
     checkpoint; ``caption(first results)`` the line above it, ``cell(value)`` each cell."""
@@ -120,7 +141,7 @@ def render(summary: dict[str, Any]) -> str:
              "transcriptions as text. StoryCloze S: the speech-only set scored whole; T, T→S, S→T: the cross-modal "
              f"set, ending only ({CROSS_MODAL_S}: S from the cross-modal set). MMLU: 0-shot cloze acc_norm; "
              "evaluate the backbone directory too for the pre-speech-training number.", "", table1(summary), "",
-             other_table(summary), *diagnostics_tables(summary), "", "## Scoring", "",
+             other_table(summary), *salmon_table(summary), *diagnostics_tables(summary), "", "## Scoring", "",
              f"- pairwise score per item: {summary['reduction']} "
              f"log-prob; ties {summary['ties']}"]
     parts += [f"- {task}: {how}" for task, how in summary["scoring"].items()]
@@ -129,5 +150,5 @@ def render(summary: dict[str, Any]) -> str:
 
 def write_report(summary: dict[str, Any], path: str | Path) -> Path:
     path = Path(path)
-    path.write_text(render(summary))
+    write_text_atomic(path, render(summary))
     return path

@@ -34,6 +34,7 @@ from smoltolk.eval.tasks import (
     MMLU,
     BlimpText,
     CrossModalStoryCloze,
+    Salmon,
     SBlimp,
     SpeechNLL,
     StoryCloze,
@@ -42,9 +43,8 @@ from smoltolk.eval.tasks import (
     check_wavs,
 )
 from smoltolk.eval.units import UnitStore, load_unit_source, tokenize_audio
+from smoltolk.files import write_text_atomic
 from smoltolk.model.load import DTYPES, checkpoint_kind, checkpoint_names, load_model  # noqa: F401  (re-exported)
-
-load_eval_model = load_model  # the name of earlier releases
 
 
 def build_tasks(cfg: EvalConfig) -> list[Task]:
@@ -71,6 +71,8 @@ def build_tasks(cfg: EvalConfig) -> list[Task]:
             tasks.append(WordTranslation(tc.path))
         elif name == "speaker_context":
             tasks.append(SpeakerContext(tc.path))
+        elif name == "salmon":
+            tasks.append(Salmon(tc.path))
     return tasks
 
 
@@ -171,16 +173,16 @@ def evaluate_checkpoint(path: str, tasks: list[Task], units: dict[str, UnitStore
         if task.zerospeech:
             sub = out / "zerospeech" / task.zerospeech / f"{task.split}.txt"
             sub.parent.mkdir(parents=True, exist_ok=True)
-            sub.write_text("".join(f"{n} {s.value(cfg.reduction):.6f}\n" for n, s in zip(task.item_names(), scores)))
+            write_text_atomic(sub, "".join(f"{n} {s.value(cfg.reduction):.6f}\n"
+                                            for n, s in zip(task.item_names(), scores)))
     del model
     return results
 
 
 def _write_scores(path: Path, names: list[str], scores) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        for n, s in zip(names, scores):
-            f.write(json.dumps({"item": n, "logprob": s.logprob, "tokens": s.num_tokens}) + "\n")
+    write_text_atomic(path, "".join(json.dumps({"item": n, "logprob": s.logprob, "tokens": s.num_tokens}) + "\n"
+                                    for n, s in zip(names, scores)))
 
 
 def evaluate(checkpoints: list[str], cfg: EvalConfig, out: str | Path) -> dict[str, Any]:
@@ -196,7 +198,7 @@ def evaluate(checkpoints: list[str], cfg: EvalConfig, out: str | Path) -> dict[s
     kinds = check_checkpoints(checkpoints, tasks)
     out.mkdir(parents=True, exist_ok=True)
     names = checkpoint_names(checkpoints)
-    (out / "eval_config.json").write_text(json.dumps({
+    write_text_atomic(out / "eval_config.json", json.dumps({
         "config": to_dict(cfg), "checkpoints": dict(zip(names, map(str, checkpoints))),
         "versions": {"torch": torch.__version__, "python": platform.python_version()}}, indent=2) + "\n")
     units = resolve_units(tasks, cfg, out)
@@ -209,6 +211,6 @@ def evaluate(checkpoints: list[str], cfg: EvalConfig, out: str | Path) -> dict[s
     for name, ckpt in zip(names, checkpoints):
         results = evaluate_checkpoint(ckpt, tasks, units, cfg, out / name)
         summary["checkpoints"].append({"name": name, "path": str(ckpt), "kind": kinds[ckpt], "results": results})
-        (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")  # after each checkpoint
+        write_text_atomic(out / "results.json", json.dumps(summary, indent=2) + "\n")  # after each checkpoint
     write_report(summary, out / "results.md")
     return summary

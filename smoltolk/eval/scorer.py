@@ -300,9 +300,9 @@ class LikelihoodScorer:
                  for batch in _cut([g.shared for g in by_prefix], self.batch_tokens)]
         bar = None
         if self.progress:
-            from tqdm.auto import tqdm
+            from smoltolk.progress import progress_bar
 
-            bar = tqdm(total=len(items), unit="item", desc="score", leave=False)
+            bar = progress_bar(total=len(items), unit="item", desc="score", leave=False)
         for run, batch, num_items in work:
             s, c, owner = run(batch, built)
             sums.index_add_(0, owner, s)

@@ -18,6 +18,8 @@ tstorycloze            (each the whole story), scored whole, speech only
 sstorycloze_xmodal,    a folder of ``{base}_mutual``, ``{base}_correct``, ``{base}_incorrect``, each
 tstorycloze_xmodal     ``.wav`` and ``.txt``; settings T, S, T->S, S->T; only the ending is scored
 speech_nll             a speech manifest (JSONL / Parquet; ``units`` or ``audio`` per utterance)
+salmon                 SALMon's release: a folder per part (``speaker_consistency``, ...), each of
+                       ``sample_{i}_{k}.wav``, option ``k`` 0 the positive, the others negatives
 mmlu                   Hendrycks' release (``[test/]{subject}_test.csv``: question, A, B, C, D,
                        answer letter; no header) or JSONL rows ``{"subject", "question",
                        "choices": [...], "answer": index or letter}``
@@ -544,6 +546,76 @@ class SpeechNLL(Task):
         tokens = sum(s.num_tokens for s in scores)
         return {"nll": -total / tokens, "nll_utterance_mean": _mean([-s.mean for s in scores]),
                 "units": tokens, "utterances": len(scores)}
+
+
+# --------------------------------------------------------------------------------------------------
+# SALMon (acoustic consistency and alignment)
+# --------------------------------------------------------------------------------------------------
+
+SALMON_PARTS = ("speaker_consistency", "gender_consistency", "sentiment_consistency", "rir_consistency",
+                "bg_domain_consistency", "bg_all_consistency", "sentiment_alignment", "bg_alignment")
+SALMON_TITLES = {"speaker_consistency": "Speaker", "gender_consistency": "Gender",
+                 "sentiment_consistency": "Sentiment", "rir_consistency": "Room",
+                 "bg_domain_consistency": "Background (in-domain)", "bg_all_consistency": "Background (random)",
+                 "sentiment_alignment": "Sentiment align.", "bg_alignment": "Background align."}
+_SALMON_WAV = re.compile(r"^sample_(\d+)_(\d+)$")
+
+
+class Salmon(Task):
+    """SALMon: in each sample a positive recording (acoustically consistent, or aligned with its text) and
+    negatives that break it; the score is the share of samples whose positive gets the highest likelihood of
+    the whole recording (summed over its units, as SALMon scores), ties counted 1/m. Every part folder found
+    is scored (the eight of the release, or a subset, or a part of one's own)."""
+
+    name, title, speech = "salmon", "SALMon", True
+
+    def __init__(self, path: str | Path) -> None:
+        root = Path(path)
+        if not root.is_dir():
+            raise InputError(f"{root}: not a folder (expected SALMon's part folders, e.g. speaker_consistency/)")
+        self.root = root
+        self.parts: dict[str, list[list[str]]] = {}
+        for folder in sorted(p for p in root.iterdir() if p.is_dir() and any(p.glob("*.wav"))):
+            samples: dict[int, dict[int, str]] = defaultdict(dict)
+            for wav in sorted(folder.glob("*.wav")):
+                m = _SALMON_WAV.match(wav.stem)
+                if m is None:
+                    raise InputError(f"{wav}: name not of the form sample_{{i}}_{{k}}.wav (k 0: the positive)")
+                samples[int(m.group(1))][int(m.group(2))] = wav.stem
+            for i, options in sorted(samples.items()):
+                if 0 not in options or len(options) < 2 or sorted(options) != list(range(len(options))):
+                    raise InputError(f"{folder}: sample {i} has options {sorted(options)}; expected 0 (the "
+                                     "positive) and 1, 2, ... (negatives)")
+            self.parts[folder.name] = [[opts[k] for k in sorted(opts)] for _, opts in sorted(samples.items())]
+        if not self.parts:
+            raise InputError(f"{root}: no part folder with sample_{{i}}_{{k}}.wav files (expected e.g. "
+                             f"{', '.join(SALMON_PARTS[:2])})")
+
+    def _keys(self) -> list[tuple[str, str]]:
+        return [(part, stem) for part, samples in self.parts.items() for sample in samples for stem in sample]
+
+    def item_names(self) -> list[str]:
+        return [f"{part}/{stem}" for part, stem in self._keys()]
+
+    def audio(self) -> dict[str, Path]:
+        return {f"{part}/{stem}": self.root / part / f"{stem}.wav" for part, stem in self._keys()}
+
+    def items(self, units: UnitStore | None, tokenizer: Any) -> list[Item]:
+        return [speech_item(units[name], name) for name in self.item_names()]
+
+    def scoring(self, reduction: Reduction) -> str:
+        return "sum of log-probs over the whole recording's units, as SALMon scores (BOS = speech EOS)"
+
+    def metrics(self, scores: list[ItemScore], reduction: Reduction) -> dict[str, Any]:
+        by_part, k = {}, 0
+        for part, samples in self.parts.items():
+            acc = []
+            for sample in samples:
+                acc.append(choice_score([scores[k + j].logprob for j in range(len(sample))], 0))
+                k += len(sample)
+            by_part[part] = {"accuracy": _mean(acc), "samples": len(acc)}
+        return {"parts": by_part, "accuracy": _mean([v["accuracy"] for v in by_part.values()]),
+                "samples": sum(v["samples"] for v in by_part.values())}
 
 
 # --------------------------------------------------------------------------------------------------

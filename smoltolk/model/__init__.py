@@ -5,9 +5,9 @@ from smoltolk.model.config import ABLATIONS, BASELINE, BackboneConfig, ModelConf
 from smoltolk.model.hf import load_hf_backbone, load_tokenizer, save_hf_backbone
 from smoltolk.model.llama import LlamaLM
 from smoltolk.model.outputs import LMOutput
-from smoltolk.model.tslm import TextSpeechLM, TSLMOutput, shift_targets
+from smoltolk.model.tslm import TextSpeechLM, shift_targets
 
 __all__ = [
     "ABLATIONS", "BASELINE", "BackboneConfig", "Cache", "LlamaLM", "ModelConfig", "SpeechConfig",
-    "LMOutput", "TSLMOutput", "TextSpeechLM", "load_hf_backbone", "load_tokenizer", "save_hf_backbone", "shift_targets",
+    "LMOutput", "TextSpeechLM", "load_hf_backbone", "load_tokenizer", "save_hf_backbone", "shift_targets",
 ]

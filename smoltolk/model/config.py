@@ -38,7 +38,7 @@ class BackboneConfig:
     rms_norm_eps: float = 1e-5
     tie_word_embeddings: bool = True
     biases: tuple[str, ...] = ()  # projections with a bias, of PROJECTIONS (Qwen2: q, k, v)
-    family: str = "llama"  # the Hugging Face model_type it came from (smoltolk.model.hf.FAMILIES); export writes it
+    family: str = "llama"  # the Hugging Face model_type it came from (hf_config.FAMILIES); export writes it
     max_position_embeddings: int = 2048
     bos_token_id: int | None = None
     eos_token_id: int | None = None

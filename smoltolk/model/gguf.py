@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from smoltolk.errors import CheckpointError, ConfigError
-from smoltolk.model.io import WEIGHTS, atomic_directory
+from smoltolk.model.io import WEIGHTS, atomic_directory, write_safetensors
 
 ARCHITECTURES = ("llama",)  # general.architecture values read (SmolLM, SmolLM2, Llama 1-3, TinyLlama)
 CONVERTED_KEY = "smoltolk_converted_from"  # in config.json: the GGUF file a directory was converted from
@@ -201,8 +201,7 @@ def convert_gguf(path: str | Path, out_dir: str | Path, tokenizer: str | Path | 
     from the GGUF file ``path``. Returns a summary: architecture, tensor types, parameter count."""
     import json
 
-    from safetensors.torch import save_file
-    from tqdm.auto import tqdm
+    from smoltolk.progress import progress_bar
 
     path, out_dir = Path(path), Path(out_dir)
     gguf, reader = _reader(path)
@@ -222,7 +221,7 @@ def convert_gguf(path: str | Path, out_dir: str | Path, tokenizer: str | Path | 
         token_json = tokenizer_json_from_gguf(fields)
     heads, kv_heads = config["num_attention_heads"], config["num_key_value_heads"]
     state, kinds = {}, {}
-    for name, tensor in tqdm(tensors.items(), desc="convert", unit="tensor", disable=not progress):
+    for name, tensor in progress_bar(tensors.items(), desc="convert", unit="tensor", disable=not progress):
         hf = _hf_name(name, path)
         w = _dequantize(gguf, tensor, path)
         if name.endswith("attn_q.weight"):
@@ -237,7 +236,7 @@ def convert_gguf(path: str | Path, out_dir: str | Path, tokenizer: str | Path | 
         raise CheckpointError(f"{path}: tensors missing for {len(missing)} weights, e.g. {missing[:3]}")
     with atomic_directory(out_dir, replaceable=_is_converted) as tmp:
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt", "source": path.name})
+        write_safetensors(state, tmp / WEIGHTS, metadata={"format": "pt", "source": path.name})
         if token_json is not None:
             (tmp / "tokenizer.json").write_text(json.dumps(token_json, ensure_ascii=False) + "\n")
         else:

@@ -36,6 +36,41 @@ def _load_safetensors_file(path: Path) -> dict[str, Tensor]:
             f"{path}: cannot read safetensors ({e}); the file may be truncated or corrupted") from None
 
 
+_DTYPE_NAMES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+                torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+                torch.bool: "BOOL"}
+
+
+def write_safetensors(tensors: dict[str, Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """``tensors`` as a safetensors file whose bytes depend on the tensors and ``metadata`` only: tensors and
+    metadata keys in sorted order (the safetensors library writes metadata in a hash map's order, which
+    changes from run to run, so equal checkpoints would differ in bytes and content hashes). Not atomic
+    (callers write into a temporary directory and rename it)."""
+    import json
+    import struct
+
+    header: dict[str, object] = {}
+    if metadata:
+        header["__metadata__"] = {k: str(metadata[k]) for k in sorted(metadata)}
+    flat, offset = [], 0
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        if t.dtype not in _DTYPE_NAMES:
+            raise TypeError(f"{name}: dtype {t.dtype} has no safetensors name")
+        data = t.reshape(-1).view(torch.uint8)
+        header[name] = {"dtype": _DTYPE_NAMES[t.dtype], "shape": list(t.shape),
+                        "data_offsets": [offset, offset + data.numel()]}
+        flat.append(data)
+        offset += data.numel()
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for data in flat:
+            f.write(data.numpy().tobytes())
+
+
 def read_weights(directory: str | Path) -> dict[str, Tensor]:
     """All tensors of ``directory/model.safetensors`` or of the shards its index names."""
     directory = Path(directory)

@@ -302,9 +302,7 @@ class LlamaLM(nn.Module):
     # -------------------------------------------------- the training surface shared with TextSpeechLM
     checkpoint_layers = False  # activation checkpointing per decoder layer in training (run.activation_checkpointing)
     loss_chunk: int | None = None  # positions per piece of the head's loss (run.loss_chunk); None: one piece
-    swt_id = -1  # a text LM has no modality switch, no speech EOS and no units
-    speech_eos_id = -1
-    num_units: int | None = None
+    speech_vocab = None  # a text LM has no speech vocabulary (smoltolk.model.protocol.TrainableLM)
 
     def speech_parameters(self) -> dict[str, nn.Parameter]:
         return {}
@@ -326,15 +324,13 @@ class LlamaLM(nn.Module):
         prefixes); not atomic (callers rename)."""
         import json
 
-        from safetensors.torch import save_file
-
-        from smoltolk.model.hf import hf_config_from_backbone
-        from smoltolk.model.io import WEIGHTS, unique_state_dict
+        from smoltolk.model.hf_config import hf_config_from_backbone
+        from smoltolk.model.io import WEIGHTS, unique_state_dict, write_safetensors
 
         state = unique_state_dict(self) if state is None else state
         hf = {k if k.startswith("lm_head") else f"model.{k}": v.contiguous() for k, v in state.items()}
         (directory / "config.json").write_text(json.dumps(hf_config_from_backbone(self.config), indent=2) + "\n")
-        save_file(hf, str(directory / WEIGHTS), metadata={"format": "pt"})
+        write_safetensors(hf, directory / WEIGHTS, metadata={"format": "pt"})
 
     @staticmethod
     def state_from_files(state: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -38,14 +37,11 @@ from smoltolk.model.io import (
     read_json,
     read_weights,
     unique_state_dict,
+    write_safetensors,
 )
 from smoltolk.model.llama import DecoderLayer, LlamaLM, check_ids, init_weights, positions_and_segments, run_layers
 from smoltolk.model.outputs import IGNORE, LMOutput, head_cross_entropy_sum
-
-TSLMOutput = LMOutput  # the name of earlier releases
-
-if TYPE_CHECKING:
-    from smoltolk.generate import Generation
+from smoltolk.model.protocol import SpeechVocab
 
 CHECKPOINT_FORMAT = "smoltolk.TextSpeechLM"
 
@@ -99,6 +95,11 @@ class TextSpeechLM(nn.Module):
         return self.config.speech.num_units
 
     @property
+    def speech_vocab(self) -> SpeechVocab:
+        """The speech ids the data and the benchmarks need (:class:`~smoltolk.model.protocol.TrainableLM`)."""
+        return SpeechVocab(self.swt_id, self.speech_eos_id, self.num_units)
+
+    @property
     def text_vocab_size(self) -> int:
         return self.config.backbone.vocab_size + 1
 
@@ -143,8 +144,7 @@ class TextSpeechLM(nn.Module):
         return_hidden_states: bool = False,
         return_head_inputs: bool = False,
     ) -> LMOutput:
-        """Run the model on a mixed sequence. (Over 80 lines only because every option is documented here;
-        the body is the module docstring's data flow, a few lines per step.)
+        """Run the model on a mixed sequence (the module docstring's data flow, a few lines per step).
 
         input_ids, is_speech: (B, T) ids and modality of each input position.
         labels, labels_is_speech: (B, T) next-token targets and their modality; IGNORE (-100)
@@ -178,17 +178,7 @@ class TextSpeechLM(nn.Module):
         past = cache.length if cache is not None else 0
         prev = cache.last if cache is not None else None
 
-        x, run = z, None
-        if len(self.input_adapter):
-            in_seg, run = speech_run_segments(is_speech, doc, past, prev)
-            if cache is None and self.adapter_speech_only:
-                x = self._adapt_speech_only(z, is_speech, cos, sin, in_seg)
-            else:
-                kv = cache.stack("input_adapter", len(self.input_adapter)) if cache is not None else None
-                adapted, _ = run_layers(self.input_adapter, z, cos, sin, in_seg, kv,
-                                        checkpoint_layers=self.backbone.checkpoint_layers)
-                x = torch.where(is_speech[..., None], adapted, z)
-
+        x, run = self._adapt_input(z, is_speech, cos, sin, doc, cache, past, prev)
         kv = cache.stack("backbone", len(self.backbone.layers)) if cache is not None else None
         final, layers = self.backbone.hidden(x, cos, sin, seg, kv,
                                              all_layers=sp.pooling != "last" or return_hidden_states)
@@ -200,19 +190,10 @@ class TextSpeechLM(nn.Module):
         if (len(self.output_adapter) and self.speech_rows_only and labels is not None and mode == "none"
                 and cache is None and not return_head_inputs):
             rows = self._speech_rows(labels, labels_is_speech, is_speech)
-            pooled, _ = run_layers(self.output_adapter, pooled[rows], cos[rows], sin[rows],
-                                   None if seg is None else seg[rows], None,
-                                   checkpoint_layers=self.backbone.checkpoint_layers)
-        elif len(self.output_adapter):
-            kv = cache.stack("output_adapter", len(self.output_adapter)) if cache is not None else None
-            pooled, _ = run_layers(self.output_adapter, pooled, cos, sin, seg, kv,
-                                   checkpoint_layers=self.backbone.checkpoint_layers)
-
+        pooled = self._adapt_output(pooled, cos, sin, seg, cache, rows)
         if cache is not None:
-            if run is None:
-                run = torch.zeros_like(doc)
             cache.last = {"doc": doc[:, -1], "pos": position_ids[:, -1], "seg": seg[:, -1],
-                          "is_speech": is_speech[:, -1], "run": run[:, -1]}
+                          "is_speech": is_speech[:, -1], "run": (torch.zeros_like(doc) if run is None else run)[:, -1]}
             cache.length += t
 
         out = LMOutput(entropy=None if entropy is None else entropy.mean(),
@@ -227,6 +208,36 @@ class TextSpeechLM(nn.Module):
                 final, pooled = final[:, -1:], pooled[:, -1:]
             out.text_logits = self.text_head(final)
             out.speech_logits = self.speech_head(pooled)
+        return out
+
+    def _adapt_input(self, z: Tensor, is_speech: Tensor, cos: Tensor, sin: Tensor, doc: Tensor,
+                     cache: Cache | None, past: int, prev: dict | None) -> tuple[Tensor, Tensor | None]:
+        """The backbone's input: ``z`` with speech positions through the input adapter (causal within each
+        speech run), and the runs (None without an input adapter)."""
+        if not len(self.input_adapter):
+            return z, None
+        in_seg, run = speech_run_segments(is_speech, doc, past, prev)
+        if cache is None and self.adapter_speech_only:
+            return self._adapt_speech_only(z, is_speech, cos, sin, in_seg), run
+        kv = cache.stack("input_adapter", len(self.input_adapter)) if cache is not None else None
+        adapted, _ = run_layers(self.input_adapter, z, cos, sin, in_seg, kv,
+                                checkpoint_layers=self.backbone.checkpoint_layers)
+        return torch.where(is_speech[..., None], adapted, z), run
+
+    def _adapt_output(self, pooled: Tensor, cos: Tensor, sin: Tensor, seg: Tensor | None, cache: Cache | None,
+                      rows: Tensor | None) -> Tensor:
+        """The speech head's input: ``pooled`` through the output adapter, if the model has one (over ``rows``
+        only where given)."""
+        if not len(self.output_adapter):
+            return pooled
+        if rows is not None:
+            out, _ = run_layers(self.output_adapter, pooled[rows], cos[rows], sin[rows],
+                                None if seg is None else seg[rows], None,
+                                checkpoint_layers=self.backbone.checkpoint_layers)
+            return out
+        kv = cache.stack("output_adapter", len(self.output_adapter)) if cache is not None else None
+        out, _ = run_layers(self.output_adapter, pooled, cos, sin, seg, kv,
+                            checkpoint_layers=self.backbone.checkpoint_layers)
         return out
 
     def _speech_rows(self, labels: Tensor, labels_is_speech: Tensor, is_speech: Tensor) -> Tensor:
@@ -370,14 +381,6 @@ class TextSpeechLM(nn.Module):
             _check_modal_ids(labels.masked_fill(~scored, 0), labels_is_speech, self.text_vocab_size,
                              self.speech_vocab_size, "labels")
 
-    # ----------------------------------------------------------------- generation
-    def generate(self, prompt: Any, *, tokenizer: Any = None, **options: Any) -> Generation:
-        """Continue one prompt in text or speech; see :func:`smoltolk.generate.generate` (which
-        also documents ``options``: to, max_new_tokens, temperature, top_k, top_p, seed, ...)."""
-        from smoltolk.generate import generate
-
-        return generate(self, prompt, tokenizer=tokenizer, **options)
-
     # ----------------------------------------------------------------- construction and checkpoints
     @classmethod
     def from_backbone(cls, backbone: LlamaLM, speech: SpeechConfig | None = None) -> TextSpeechLM:
@@ -411,13 +414,10 @@ class TextSpeechLM(nn.Module):
         """``config.json`` + ``model.safetensors`` of ``state`` (default: this model's, tied copies once) into
         ``directory``; not atomic (:meth:`save_pretrained` and the trainer's checkpoints write into a
         temporary directory and rename it). The one writer of this format."""
-        from safetensors.torch import save_file
-
         state = unique_state_dict(self) if state is None else state
         meta = {"format": CHECKPOINT_FORMAT, "version": 1, "model": to_dict(self.config)}
         (directory / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
-        save_file({k: v.contiguous() for k, v in state.items()}, str(directory / WEIGHTS),
-                  metadata={"format": "pt", "smoltolk": CHECKPOINT_FORMAT})
+        write_safetensors(state, directory / WEIGHTS, metadata={"format": "pt", "smoltolk": CHECKPOINT_FORMAT})
 
     @staticmethod
     def state_from_files(state: dict[str, Tensor]) -> dict[str, Tensor]:

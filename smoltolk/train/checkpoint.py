@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from smoltolk.errors import CheckpointError
-from smoltolk.model.io import atomic_directory, read_json, tied_names
+from smoltolk.model.io import atomic_directory, read_json, tied_names, write_safetensors
 
 STEP_DIR = re.compile(r"^step-(\d{8})$")
 
@@ -43,8 +43,6 @@ def save(directory: Path, *, model: nn.Module, model_state: dict, optimizer_stat
          write_model) -> Path:
     """Write one checkpoint directory atomically (rank 0 only). ``write_model(dir, state)`` writes the
     model files (config.json + model.safetensors) in the model's own format."""
-    from safetensors.torch import save_file
-
     tensors, groups = {}, []
     for name, st in optimizer_state.get("state", {}).items():
         for key, value in st.items():
@@ -55,9 +53,9 @@ def save(directory: Path, *, model: nn.Module, model_state: dict, optimizer_stat
     model_state = {k: v for k, v in model_state.items() if k not in aliases}
     with atomic_directory(directory) as tmp:
         write_model(tmp, model_state)
-        save_file(tensors, str(tmp / "optimizer.safetensors"))
-        save_file({"cpu": torch.get_rng_state()} | (
-            {"cuda": torch.cuda.get_rng_state()} if torch.cuda.is_available() else {}), str(tmp / "rng.safetensors"))
+        write_safetensors(tensors, tmp / "optimizer.safetensors")
+        write_safetensors({"cpu": torch.get_rng_state()} | (
+            {"cuda": torch.cuda.get_rng_state()} if torch.cuda.is_available() else {}), tmp / "rng.safetensors")
         (tmp / "train_state.json").write_text(json.dumps({**train_state, "param_groups": groups}, indent=1) + "\n")
     return directory
 

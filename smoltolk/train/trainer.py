@@ -22,7 +22,7 @@ from torch import nn
 
 from smoltolk.config import to_dict
 from smoltolk.data.sampler import BatchSampler, DataConfig, Mixture
-from smoltolk.errors import CheckpointError, ConfigError, Interrupted, SmolTolkError
+from smoltolk.errors import CheckpointError, ConfigError, Interrupted, Preempted, SmolTolkError
 from smoltolk.model.tslm import TextSpeechLM, shift_targets
 from smoltolk.train import checkpoint as ckpt
 from smoltolk.train.config import ModelSpec, TrainConfig
@@ -114,7 +114,7 @@ def _samplers(cfg: TrainConfig, model: nn.Module, info: DistInfo) -> dict[int, B
         if steps == 0:
             continue
         data = dataclasses.replace(cfg.data, modality_weights=dict(weights), seed=cfg.data.seed + 1000 * stage)
-        mixture = Mixture(data, swt_id=model.swt_id, speech_eos_id=model.speech_eos_id, num_units=model.num_units)
+        mixture = Mixture.for_model(data, model.speech_vocab)
         out[stage] = BatchSampler(mixture, cfg.schedule.micro_batch, info.rank, info.world_size,
                                   cfg.schedule.grad_accum)
     return out
@@ -349,8 +349,8 @@ def validate(run: Run) -> dict[str, float]:
         data = DataConfig(datasets=[ds], modality_weights={ds.modality: 1.0}, context=run.cfg.data.context,
                           interleave=run.cfg.data.interleave, mask_documents=run.cfg.data.mask_documents,
                           seed=vcfg.seed)
-        sampler = BatchSampler(Mixture(data, run.model.swt_id, run.model.speech_eos_id, num_units=run.model.num_units),
-                               run.cfg.schedule.micro_batch, run.info.rank, run.info.world_size)
+        sampler = BatchSampler(Mixture.for_model(data, run.model.speech_vocab), run.cfg.schedule.micro_batch,
+                               run.info.rank, run.info.world_size)
         losses = [compute_loss(run, next(sampler))[0].detach().float() for _ in range(vcfg.batches)]
         results[f"val/{ds.name or Path(ds.path).name}/{ds.modality}"] = float(
             all_reduce_mean(torch.stack(losses).mean(), run.info))
@@ -521,13 +521,13 @@ class Logger:
     """Rank-0 metrics: a JSONL file, a progress bar, and optional TensorBoard / W&B."""
 
     def __init__(self, run: Run, total: int) -> None:
-        from tqdm import tqdm
+        from smoltolk.progress import progress_bar
 
         self.main = run.info.is_main
         self.text_only = run.cfg.model.text_only  # text pretraining has no stages to show
         self.path = run.out / "metrics.jsonl"
-        self.bar = tqdm(total=total, initial=run.step, desc="train", unit="step",
-                        disable=not (self.main and run.cfg.run.progress))
+        self.bar = progress_bar(total=total, initial=run.step, desc=f"train {run.out.name}", unit="step",
+                                disable=not (self.main and run.cfg.run.progress))
         self.tb = self.wb = None
         if self.main and run.cfg.run.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -568,17 +568,43 @@ def _memory_mb(device: torch.device) -> float:
 
 
 def train(cfg: TrainConfig) -> dict:
-    """Run (or resume) training; returns a summary. Rank 0 writes checkpoints, metrics and the final model."""
+    """Run (or resume) training; returns a summary. Rank 0 writes checkpoints, metrics and the final model.
+    SIGTERM / SIGUSR1 (a scheduler's preemption) end the current step, write a checkpoint and raise
+    :class:`~smoltolk.errors.Preempted` (:mod:`smoltolk.preempt`); the same call then resumes exactly."""
+    from smoltolk.preempt import SignalStop, signals_flag
+
     run = setup(cfg)
     try:
-        return _loop(run)
-    except KeyboardInterrupt:
-        raise Interrupted(f"at step {run.step}; {_last_complete(run)}; run the same command to resume") from None
+        with signals_flag() as flag:
+            return _loop(run, flag)
+    except KeyboardInterrupt as e:  # Ctrl-C, or a preemption signal outside the loop (SignalStop)
+        kind, how = (Preempted, f" ({e.signal})") if isinstance(e, SignalStop) else (Interrupted, "")
+        raise kind(f"at step {run.step}{how}; {_last_complete(run)}; run the same command to resume") from None
     finally:
         cleanup()
 
 
-def _loop(run: Run) -> dict:
+def _stop_requested(run: Run, flag: dict) -> bool:
+    """Whether any rank got a preemption signal (every rank asks at every step, so all stop at the same one)."""
+    asked = flag["signal"] is not None
+    if run.info.world_size > 1 and torch.distributed.is_initialized():
+        votes = torch.tensor([float(asked)], device=run.info.device)
+        torch.distributed.all_reduce(votes, op=torch.distributed.ReduceOp.MAX)
+        return bool(votes.item())
+    return asked
+
+
+def _preempt(run: Run, logger: Logger, saved_at: int, flag: dict) -> None:
+    path = ckpt.step_dir(run.out / "checkpoints", run.step)
+    if saved_at != run.step:
+        save_checkpoint(run)
+    logger.close()
+    raise Preempted(f"preempted at step {run.step} ({flag['signal'] or 'another rank was signalled'}); "
+                    f"checkpoint {path}; run the same command to resume")
+
+
+def _loop(run: Run, flag: dict | None = None) -> dict:
+    flag = {"signal": None} if flag is None else flag
     cfg, out = run.cfg, run.out
     total = cfg.schedule.total_steps
     if run.info.is_main:
@@ -589,7 +615,7 @@ def _loop(run: Run) -> dict:
     fpt = flops_per_token(run.model, cfg.data.context)
     peak = cfg.run.peak_flops
     t_last = time.perf_counter()
-    last_ckpt = None
+    saved_at = -1  # the step of the last checkpoint this loop wrote
     while run.step < total:
         row = train_step(run, run.step)
         if not row["finite"]:
@@ -625,8 +651,10 @@ def _loop(run: Run) -> dict:
         logger.log(row, write=run.step % cfg.run.log_every == 0 or run.step == total or validating)
         logger.bar.update()
         if cfg.run.checkpoint_every and run.step % cfg.run.checkpoint_every == 0 and run.step < total:
-            last_ckpt = save_checkpoint(run)
-            t_last = time.perf_counter()
+            save_checkpoint(run)
+            saved_at, t_last = run.step, time.perf_counter()
+        if run.step < total and _stop_requested(run, flag):
+            _preempt(run, logger, saved_at, flag)
     last = run.history[-1] if run.history else {}
     done = {k: v for k, v in last.items() if k.startswith("val/")} if last.get("step") == run.step else {}
     final_val = done or validate(run)  # not twice when the last step just validated

@@ -186,7 +186,8 @@ def render(utt: Utterance, synth: WordSynthesizer, rng: np.random.Generator,
 def speak_stories(utterances: list[Utterance], out_dir: str | Path, seed: int = 0, progress: bool = True) -> Path:
     """Write ``wavs/{id}.wav`` and the audio manifest ``audio.jsonl`` (audio, text, words) under ``out_dir``."""
     import soundfile as sf
-    from tqdm.auto import tqdm
+
+    from smoltolk.progress import progress_bar
 
     out_dir = Path(out_dir)
     (out_dir / "wavs").mkdir(parents=True, exist_ok=True)
@@ -194,9 +195,9 @@ def speak_stories(utterances: list[Utterance], out_dir: str | Path, seed: int = 
     records = []
     with tempfile.TemporaryDirectory(prefix="smoltolk-espeak-") as tmp:
         synth = WordSynthesizer(tmp)
-        for word, voice in tqdm(pairs, desc=f"{ESPEAK} words", unit="word", disable=not progress):
+        for word, voice in progress_bar(pairs, desc=f"{ESPEAK} words", unit="word", disable=not progress):
             synth(word, voice)
-        for utt in tqdm(utterances, desc="speak stories", unit="utt", disable=not progress):
+        for utt in progress_bar(utterances, desc="speak stories", unit="utt", disable=not progress):
             wave, words = render(utt, synth, np.random.default_rng([seed, 4, zlib.crc32(utt.id.encode())]))
             rel = f"wavs/{utt.id}.wav"
             sf.write(out_dir / rel, wave, SAMPLE_RATE, subtype="PCM_16")

@@ -13,6 +13,8 @@ Layout under ``out_dir``::
         sstorycloze_xmodal/    {base}_mutual|_correct|_incorrect .txt and .wav + units.jsonl
         tstorycloze_xmodal/
         speech_dev.jsonl       the benchmark stories (correct endings) as SpeechRecords, for speech NLL
+        salmon/                SALMon's layout: speaker_consistency/sample_{i}_{k}.wav + units.jsonl (a
+                               story's second half in its first half's voice, k 0, or another, k 1)
     world.json                 the split, its held-out words, counts, and the eval task settings
 
 The ``.wav`` files are placeholders (valid, no samples): the benchmark readers find items by them,
@@ -128,6 +130,34 @@ def write_xmodal(folder: Path, items: list[Story], wrong: list[str], speech: Pse
     _write_units(folder, recs)
 
 
+SALMON_SAMPLES = 100  # stories of the speaker-consistency task per split
+
+
+def write_salmon(folder: Path, items: list[Story], speech: PseudoSpeech) -> int:
+    """A SALMon-shaped speaker-consistency task (``folder/speaker_consistency/sample_{i}_{k}.wav``
+    placeholders, units in ``folder/units.jsonl``): a story's first half in one voice, then its second half in
+    the same voice (option 0, the positive) or in another (option 1). With one voice in the world the other
+    is a voice it never heard."""
+    voices = PseudoSpeech(seed=speech.seed, speakers=max(2, speech.speakers), jitter=speech.jitter,
+                          noise=speech.noise)
+    part = folder / "speaker_consistency"
+    part.mkdir(parents=True, exist_ok=True)
+    recs = []
+    for i, st in enumerate(items[:SALMON_SAMPLES]):
+        ws = words(st.text())
+        half = len(ws) // 2
+        voice = i % speech.speakers
+        other = (voice + 1 + i % (voices.speakers - 1)) % voices.speakers
+        start = voices.render(f"salmon-{st.id}-a", ws[:half], speaker=voice)
+        for k, speaker in enumerate((voice, other)):
+            end = voices.render(f"salmon-{st.id}-b", ws[half:], speaker=speaker)
+            recs.append(SpeechRecord(f"speaker_consistency/sample_{i}_{k}", units=start.units + end.units,
+                                     durations=start.durations + end.durations))
+            _placeholder_wav(part / f"sample_{i}_{k}.wav")
+    write_manifest(folder / "units.jsonl", recs)
+    return len(recs) // 2
+
+
 def write_benchmarks(root: Path, rng: np.random.Generator, places: list[str], n_stories: int, n_pairs: int,
                      speech: PseudoSpeech, prefix: str) -> tuple[list[Story], dict[str, int]]:
     """Every benchmark on ``places`` under ``root``; returns the stories used (to keep out of training)."""
@@ -140,6 +170,7 @@ def write_benchmarks(root: Path, rng: np.random.Generator, places: list[str], n_
     dev = [speech.render(f"dev-{st.id}", words(st.text()), speaker=k % speech.speakers) for k, st in enumerate(items)]
     write_manifest(root / "speech_dev.jsonl", dev)
     counts["diagnostics"] = write_diagnostics(root, items, places, root.name, speech, prefix)
+    counts["salmon_samples"] = write_salmon(root / "salmon", items, speech)
     return items, counts
 
 
@@ -197,6 +228,39 @@ def with_carriers(rng: np.random.Generator, texts: list[str], split: Split, min_
     return out
 
 
+def _world_info(out: Path, seed: int, split: Split, min_gap_words: int, carriers: str, speakers: int,
+                text: list[Story], spoken: list[Story], text_records: list[TextRecord],
+                speech_records: list[SpeechRecord], counts: dict[str, Any]) -> dict[str, Any]:
+    """The ``world.json`` data: the split, the corpora's counts, notes and the eval task settings."""
+    n_units = sum(len(r.units) for r in speech_records)
+    n_words = sum(len(r.words) for r in speech_records)
+    topic_of = split.topic_of()
+    heard_held = [w for r in speech_records for w in words(r.text or "") if w in topic_of]
+    info = {
+        "seed": seed,
+        "split": {"heard": split.heard, "held_out": split.held_out, "held_out_words": split.held_out_words},
+        "min_gap_words": min_gap_words,
+        "carriers": carriers,
+        "counts": {"text_stories": len(text), "text_utterances": len(text_records), "speech_stories": len(spoken),
+                   "speech_utterances": len(speech_records), "speech_carriers": len(speech_records) - len(spoken),
+                   "held_out_word_mentions_in_speech": {"total": len(heard_held), "words": len(set(heard_held)),
+                                                        "of": len(topic_of)},
+                   "speech_units": n_units, "speech_words": n_words, "units_per_word": n_units / n_words,
+                   "vocabulary": len(vocabulary()), "benchmarks": counts},
+        "speakers": speakers,
+        "files": {"text": "text.jsonl", "speech": "speech.jsonl", "tokenizer": "tokenizer.json"},
+        "notes": ["text.jsonl covers every topic; speech.jsonl has stories on heard topics only, and held-out words "
+                  f"alone in {carriers} carrier utterances (echo: the word said twice), one held-out topic's at "
+                  f"least {min_gap_words} words apart, so no "
+                  f"speech or interleaved sample of at most {min_gap_words} tokens (read from one shard) ever holds "
+                  "a held-out topic's association",
+                  "bench/*/ .wav files are placeholders without samples: evaluate with the units.jsonl beside them "
+                  "(eval_tasks)"],
+        "eval_tasks": {name: eval_task_overrides(out / "bench" / name) for name in SPLITS},
+    }
+    return info
+
+
 def build_world(out_dir: str | Path, seed: int = 0, n_text: int = 4000, n_speech: int = 2000,
                 n_bench_stories: int = 200, n_bench_pairs: int = 200, speakers: int = 4,
                 tokenizer_vocab: int = 512, held_out: list[str] | None = None,
@@ -251,32 +315,8 @@ def build_world(out_dir: str | Path, seed: int = 0, n_text: int = 4000, n_speech
     write_manifest(out / "speech.jsonl", speech_records)
     train_tokenizer([r.text for r in text_records], out / "tokenizer.json", tokenizer_vocab)
 
-    n_units = sum(len(r.units) for r in speech_records)
-    n_words = sum(len(r.words) for r in speech_records)
-    topic_of = split.topic_of()
-    heard_held = [w for r in speech_records for w in words(r.text or "") if w in topic_of]
-    info = {
-        "seed": seed,
-        "split": {"heard": split.heard, "held_out": split.held_out, "held_out_words": split.held_out_words},
-        "min_gap_words": min_gap_words,
-        "carriers": carriers,
-        "counts": {"text_stories": len(text), "text_utterances": len(text_records), "speech_stories": len(spoken),
-                   "speech_utterances": len(speech_records), "speech_carriers": len(speech_records) - len(spoken),
-                   "held_out_word_mentions_in_speech": {"total": len(heard_held), "words": len(set(heard_held)),
-                                                        "of": len(topic_of)},
-                   "speech_units": n_units, "speech_words": n_words, "units_per_word": n_units / n_words,
-                   "vocabulary": len(vocabulary()), "benchmarks": counts},
-        "speakers": speakers,
-        "files": {"text": "text.jsonl", "speech": "speech.jsonl", "tokenizer": "tokenizer.json"},
-        "notes": ["text.jsonl covers every topic; speech.jsonl has stories on heard topics only, and held-out words "
-                  f"alone in {carriers} carrier utterances (echo: the word said twice), one held-out topic's at "
-                  f"least {min_gap_words} words apart, so no "
-                  f"speech or interleaved sample of at most {min_gap_words} tokens (read from one shard) ever holds "
-                  "a held-out topic's association",
-                  "bench/*/ .wav files are placeholders without samples: evaluate with the units.jsonl beside them "
-                  "(eval_tasks)"],
-        "eval_tasks": {name: eval_task_overrides(out / "bench" / name) for name in SPLITS},
-    }
+    info = _world_info(out, seed, split, min_gap_words, carriers, speakers, text, spoken, text_records,
+                       speech_records, counts)
     (out / "world.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return info
 
@@ -288,6 +328,8 @@ def eval_task_overrides(root: str | Path) -> list[str]:
            f"tasks.speech_nll.path={root / 'speech_dev.jsonl'}"]
     for name in ("sblimp", "sstorycloze", "tstorycloze", "sstorycloze_xmodal", "tstorycloze_xmodal"):
         out += [f"tasks.{name}.path={root / name}", f"tasks.{name}.units={root / name}"]
+    if (root / "salmon" / "units.jsonl").is_file():  # acoustic consistency, SALMon's layout
+        out += [f"tasks.salmon.path={root / 'salmon'}", f"tasks.salmon.units={root / 'salmon'}"]
     for name in DIAGNOSTICS:  # cross-modal diagnostics (smoltolk.world.diagnostics), units inline
         if (root / f"{name}.jsonl").is_file():
             out.append(f"tasks.{name}.path={root / name}.jsonl")

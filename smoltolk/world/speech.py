@@ -88,7 +88,9 @@ class PseudoSpeech:
         base = PHONEMES.index(phone) * UNITS_PER_PHONE
         length = 1 + _hash(self.seed, "len", phone) % (3 if phone in VOWELS else 2)
         context = _hash(self.seed, "ctx", phone, prev[:1], nxt[:1]) % 3  # coarse neighbour classes
-        voice = _hash(self.seed, "spk", phone, speaker) % 4
+        # CRC32 is affine over GF(2): ids that differ in one bit alone (0 and 2, 1 and 3, ...) would get the same
+        # low bits for every phone, i.e. the same voice; the product term breaks that (speaker 0 is unchanged)
+        voice = (_hash(self.seed, "spk", phone, speaker) + speaker * (_hash(self.seed, "voice", phone) | 1)) % 4
         start = (4 * context + voice) % UNITS_PER_PHONE
         return [base + (start + 5 * j) % UNITS_PER_PHONE for j in range(length)]
 

@@ -113,6 +113,9 @@ def _shared_words() -> set[str]:
     shared = set(NAMES) | set(OBJECT_PRONOUN.values()) | set(NAMES.values()) | set(ANIMALS) | set(ANIMALS.values())
     shared |= set(VERBS) | set(VERBS.values()) | set(FEELINGS) | set(DAYS) | set(GIVE_VERBS) | set(INTRANSITIVE_VERBS)
     shared |= set(words(" ".join(TEMPLATE_WORDS)))
+    frames = NEUTRAL_NOUN + NEUTRAL_VERB + [f for fs in NEUTRAL_OTHER.values() for f in fs]
+    blank = {"name": "", "pron": "", "other": "", "word": ""}
+    shared |= set(words(" ".join(f.format(**blank) for f in frames))) - set(NEUTRAL_OTHER)
     return shared
 
 
@@ -141,17 +144,40 @@ CARRIERS = ["{name} said the word {word}", "{name} heard the word {word}", "the 
 # frames never do (their context says nothing about which word follows): a lever on the world.
 ECHO_CARRIERS = ["{name} said the word {word} and {other} said {word}",
                  "{name} heard the word {word} and said {word}"]
-CARRIER_STYLES = dict(zip(CARRIER_STYLE_NAMES, (CARRIERS, ECHO_CARRIERS), strict=True))
+# The "neutral" style hears the word in an everyday sentence, as a story word is heard in many contexts, in a
+# frame that fits its part of speech and says nothing of its topic ("kate liked the soup", "tom stirred it
+# slowly"): the paper's setting, where a held-out story's words are heard in speech in other contexts. The
+# frames' own words belong to no topic (tested), so the utterance still holds one held-out word.
+NEUTRAL_NOUN = ["{name} liked the {word}", "{name} looked at the {word}", "{name} talked about the {word}",
+                "{pron} thought about the {word}"]
+NEUTRAL_VERB = ["{name} {word} it slowly", "{pron} {word} it again", "{name} {word} it"]
+NEUTRAL_OTHER = {  # the topic words that are neither nouns nor an action's verb, each in a frame of its own
+    "an": ["{name} had an idea"], "across": ["{name} walked across it"], "after": ["{name} came after {other}"],
+    "off": ["{name} walked off"], "of": ["{name} thought of {other}"], "old": ["{name} was old"],
+    "along": ["{name} walked along"], "over": ["{name} walked over"], "around": ["{name} walked around"],
+    "on": ["{name} walked on"],
+}
+CARRIER_STYLES = dict(zip(CARRIER_STYLE_NAMES, (CARRIERS, ECHO_CARRIERS, NEUTRAL_NOUN), strict=True))
+
+
+def _neutral_frames(word: str) -> list[str]:
+    if word in NEUTRAL_OTHER:
+        return NEUTRAL_OTHER[word]
+    if word in {a.phrase.split()[0] for a in ACTIONS}:
+        return NEUTRAL_VERB
+    return NEUTRAL_NOUN
 
 
 def carrier(rng: np.random.Generator, word: str, style: str = "plain") -> str:
-    """``word`` in a neutral frame (no place, object or action around it); ``style`` "echo" says it twice."""
+    """``word`` in a frame without its topic (no place, object or action around it); ``style`` "echo" says it
+    twice, "neutral" uses it in an everyday sentence that fits its part of speech."""
     if style not in CARRIER_STYLES:
         raise ValueError(f"unknown carrier style {style!r}; expected one of {sorted(CARRIER_STYLES)}")
     names = sorted(NAMES)
-    frame, name = _pick(rng, CARRIER_STYLES[style]), _pick(rng, names)
-    other = _pick(rng, [n for n in names if n != name]) if style == "echo" else ""  # plain draws as before
-    return frame.format(name=name, other=other, word=word)
+    frames = _neutral_frames(word) if style == "neutral" else CARRIER_STYLES[style]
+    frame, name = _pick(rng, frames), _pick(rng, names)
+    other = _pick(rng, [n for n in names if n != name]) if style != "plain" else ""  # plain draws as before
+    return frame.format(name=name, pron=NAMES[name], other=other, word=word)
 
 
 @dataclass
