@@ -86,7 +86,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer steps (checks the script, not the numbers)")
     args = ap.parse_args()
     import torch
-    from train_speed import matmul_peak  # bench/ is on the path: this script's folder
+    from common import matmul_peak
 
     from smoltolk.parallel import run_jobs
     from smoltolk.train import trainer

@@ -27,21 +27,17 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 
 import torch
+from common import backbone_config, log
 
 from smoltolk.generate import Text, generate, stream
-from smoltolk.model.config import BackboneConfig, ModelConfig, SpeechConfig
+from smoltolk.model.config import ModelConfig, SpeechConfig
 from smoltolk.model.hf import save_hf_backbone
 from smoltolk.model.llama import LlamaLM, init_weights
 from smoltolk.model.tslm import TextSpeechLM
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -66,12 +62,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.repeats, args.hf_repeats, args.new_tokens, args.hf_new_tokens = 1, 3, 16, 64
     return args
-
-
-def backbone_config(args: argparse.Namespace) -> BackboneConfig:
-    return BackboneConfig(vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.intermediate,
-                          num_layers=args.layers, num_heads=args.heads, num_kv_heads=args.kv_heads,
-                          max_position_embeddings=4096)
 
 
 def mixed_prompt(length: int, args: argparse.Namespace) -> list:
@@ -110,7 +100,7 @@ def run_stream(model, prompt, n: int, use_cache: bool) -> dict:
 
 def cached_vs_full(args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
-    model = TextSpeechLM(ModelConfig(backbone_config(args), SpeechConfig(num_units=args.units))).eval()
+    model = TextSpeechLM(ModelConfig(backbone_config(args, 4096), SpeechConfig(num_units=args.units))).eval()
     out = {"model": {"params": sum(p.numel() for p in model.parameters()), "layers": args.layers,
                      "hidden": args.hidden, "adapter_layers": 2, "new_tokens": args.new_tokens}}
     n = args.new_tokens
@@ -140,13 +130,13 @@ def vs_transformers(args: argparse.Namespace) -> dict:
     import transformers
 
     torch.manual_seed(args.seed)
-    ours = LlamaLM(backbone_config(args)).eval()
+    ours = LlamaLM(backbone_config(args, 4096)).eval()
     init_weights(ours, 0.02)
     with tempfile.TemporaryDirectory() as tmp:
         save_hf_backbone(ours, tmp)
         theirs = transformers.LlamaForCausalLM.from_pretrained(tmp).eval()
     torch.manual_seed(args.seed + 1)
-    tsl = TextSpeechLM(ModelConfig(backbone_config(args), SpeechConfig(num_units=args.units))).eval()
+    tsl = TextSpeechLM(ModelConfig(backbone_config(args, 4096), SpeechConfig(num_units=args.units))).eval()
     prompt = torch.randint(0, args.vocab, (args.hf_prompt,), generator=torch.Generator().manual_seed(3)).tolist()
     n = args.hf_new_tokens
 

@@ -15,13 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from paper_shapes import SHAPES, UNITS, batch_for  # noqa: E402
+from common import SHAPES, UNITS, batch_for
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -47,9 +47,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from paper_shapes import UNITS, batch_for  # noqa: E402
+from common import UNITS, batch_for
 
 SIZES = {"150M": "smoltolk-150m", "400M": "smoltolk-400m", "2B": "smoltolk-2b"}
 DEVICES_GB = (24, 80, 140)

@@ -46,8 +46,9 @@ import time
 
 import torch
 import torch.nn.functional as F
+from common import backbone_config, log
 
-from smoltolk.model.config import BASELINE, BackboneConfig, ModelConfig, SpeechConfig
+from smoltolk.model.config import BASELINE, ModelConfig, SpeechConfig
 from smoltolk.model.llama import LlamaLM, init_weights
 from smoltolk.model.tslm import TextSpeechLM, shift_targets
 
@@ -55,10 +56,6 @@ MODELS = ("backbone", "baseline", "smoltolk")
 MEMORY_MARK = "MEMORY_RESULT "
 TIME_TARGET = 1.05
 MEMORY_TARGET = 1.25
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- arguments
@@ -112,11 +109,6 @@ def shape_argv(args: argparse.Namespace) -> list[str]:
 
 
 # --------------------------------------------------------------------------- data and models
-def backbone_config(args: argparse.Namespace) -> BackboneConfig:
-    return BackboneConfig(vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.intermediate,
-                          num_layers=args.layers, num_heads=args.heads, num_kv_heads=args.kv_heads)
-
-
 def mixed_tokens(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, T+1) ids and is_speech: alternating text and speech runs of random lengths, one switch
     token (text id = vocab size) at every modality switch. Fixed seed, so every process agrees."""

@@ -56,38 +56,10 @@ import subprocess
 import sys
 import time
 
+from common import SHAPES, UNITS, batch_for, log
+
 CONTENDERS = ("transformers", "baseline", "smoltolk", "baseline-s1", "smoltolk-s1", "smoltolk+chunk",
               "smoltolk+ckpt")
-SHAPES = {  # SmolLM-135M (paper) and a small stand-in for --quick
-    "paper": dict(hidden_size=576, intermediate_size=1536, num_layers=30, num_heads=9, num_kv_heads=3,
-                  vocab_size=49152),
-    "quick": dict(hidden_size=128, intermediate_size=384, num_layers=4, num_heads=4, num_kv_heads=2,
-                  vocab_size=4096),
-}
-UNITS = 500
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def batch_for(context: int, rows: int, vocab: int, seed: int = 0):
-    """(ids, is_speech) of ``rows`` x (context + 1): alternating text and speech runs of 20-120 tokens."""
-    import torch
-
-    g = torch.Generator().manual_seed(seed)
-    is_speech = torch.zeros(rows, context + 1, dtype=torch.bool)
-    for r in range(rows):
-        pos, speech = 0, bool(r % 2)
-        while pos < context + 1:
-            n = int(torch.randint(20, 121, (1,), generator=g))
-            is_speech[r, pos:pos + n] = speech
-            pos, speech = pos + n, not speech
-    ids = torch.where(is_speech, torch.randint(0, UNITS, is_speech.shape, generator=g),
-                      torch.randint(0, vocab, is_speech.shape, generator=g))
-    return ids, is_speech
-
-
 def build(name: str, shape: dict, context: int, rows: int, device: str = "cpu", bf16: bool = False,
           compile_model: bool = False):
     """(a step function, tokens per step, parameter count) for one contender."""

@@ -30,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 
+from common import log
+
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PAIRS = [  # (acceptable, unacceptable), BLiMP-style minimal pairs
     ("The cats are sleeping on the sofa.", "The cats is sleeping on the sofa."),
@@ -47,10 +49,6 @@ PAIRS = [  # (acceptable, unacceptable), BLiMP-style minimal pairs
 ]
 PROMPTS = ["The capital of France is", "Once upon a time, there was a little fox who",
            "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n"]
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def find_gguf(install: bool) -> Path:

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import matmul_peak
 
 from smoltolk.data.synthetic import make_synthetic_corpus
 from smoltolk.model.tslm import shift_targets
@@ -68,17 +69,6 @@ def time_bare(data: dict, root: Path, steps: int) -> tuple[float, float]:
         opt.step()
         opt.zero_grad(set_to_none=True)
     return time.perf_counter() - start, trainer.flops_per_token(model, cfg.data.context)
-
-
-def matmul_peak(n: int = 1024, repeats: int = 20) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t)
-    return 2 * n**3 / min(times)
 
 
 def main() -> None:

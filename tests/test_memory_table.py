@@ -11,10 +11,16 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
 @pytest.fixture(scope="module")
-def mt():  # the script puts bench/ on sys.path itself (for paper_shapes)
-    spec = importlib.util.spec_from_file_location("memory_table", BENCH / "memory_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def mt():  # run as a script, bench/ is on the path (for bench/common.py); loaded here, the test puts it there
+    import sys
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location("memory_table", BENCH / "memory_table.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCH))
     return module
 
 

@@ -1,0 +1,59 @@
+"""What several bench/ scripts share: progress messages, the paper's model shapes, a random mixed text-speech batch,
+the matmul peak. The scripts run as ``python bench/NAME.py``, which puts bench/ on the import path."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+SHAPES = {  # SmolLM-135M (paper) and a small stand-in for --quick
+    "paper": dict(hidden_size=576, intermediate_size=1536, num_layers=30, num_heads=9, num_kv_heads=3,
+                  vocab_size=49152),
+    "quick": dict(hidden_size=128, intermediate_size=384, num_layers=4, num_heads=4, num_kv_heads=2,
+                  vocab_size=4096),
+}
+UNITS = 500
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def batch_for(context: int, rows: int, vocab: int, seed: int = 0):
+    """(ids, is_speech) of ``rows`` x (context + 1): alternating text and speech runs of 20-120 tokens."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    is_speech = torch.zeros(rows, context + 1, dtype=torch.bool)
+    for r in range(rows):
+        pos, speech = 0, bool(r % 2)
+        while pos < context + 1:
+            n = int(torch.randint(20, 121, (1,), generator=g))
+            is_speech[r, pos:pos + n] = speech
+            pos, speech = pos + n, not speech
+    ids = torch.where(is_speech, torch.randint(0, UNITS, is_speech.shape, generator=g),
+                      torch.randint(0, vocab, is_speech.shape, generator=g))
+    return ids, is_speech
+
+
+def matmul_peak(n: int = 1024, repeats: int = 20) -> float:
+    """FLOP/s of the best of ``repeats`` n x n float32 matmuls on this process's threads."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / min(times)
+
+
+def backbone_config(args, max_position_embeddings: int = 2048):
+    """The backbone of a script's ``--vocab --hidden --intermediate --layers --heads --kv-heads`` options."""
+    from smoltolk.model.config import BackboneConfig
+
+    return BackboneConfig(vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.intermediate,
+                          num_layers=args.layers, num_heads=args.heads, num_kv_heads=args.kv_heads,
+                          max_position_embeddings=max_position_embeddings)
