@@ -34,21 +34,9 @@ def _cmd_presets(args: argparse.Namespace) -> None:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> None:
-    from smoltolk.config import to_dict
-    from smoltolk.model.hf import load_hf_config
-    from smoltolk.model.io import read_json
-    from smoltolk.model.tslm import CHECKPOINT_FORMAT, count_parameters, read_model_config
+    from smoltolk.model.load import describe
 
-    path = Path(args.path)
-    meta = read_json(path / "config.json")
-    if meta.get("format") == CHECKPOINT_FORMAT:
-        cfg = read_model_config(path)
-        info = {"kind": "smoltolk text-speech LM", "config": to_dict(cfg), "parameters": count_parameters(cfg)}
-    else:
-        bb = load_hf_config(path)
-        info = {"kind": "Hugging Face text LM (backbone)", "config": to_dict(bb),
-                "tokenizer.json": (path / "tokenizer.json").is_file()}
-    print(json.dumps(info, indent=2))
+    print(json.dumps(describe(args.path), indent=2))
 
 
 def _cmd_wrap(args: argparse.Namespace) -> None:
@@ -76,24 +64,14 @@ def _cmd_wrap(args: argparse.Namespace) -> None:
 def _cmd_generate(args: argparse.Namespace) -> None:
     from smoltolk.errors import InputError
     from smoltolk.files import check_output_file, write_text_atomic
-    from smoltolk.generate import GenerationConfig, Speech, collect, read_units, render, stream
+    from smoltolk.generate import GenerationConfig, Speech, check_speech_outputs, collect, read_units, render, stream
     from smoltolk.model.hf import load_tokenizer
     from smoltolk.model.tslm import TextSpeechLM
     from smoltolk.progress import progress_bar
 
     if not args.prompt:
         raise InputError("give a prompt: --text STRING and/or --units FILE (repeatable, in order)")
-    if args.vocoder is not None and args.centroids is not None:
-        raise InputError("give --vocoder or --centroids, not both")
-    if (args.vocoder is not None or args.centroids is not None) and args.wav is None:
-        raise InputError("--vocoder and --centroids need --wav (where to write the audio)")
-    if args.wav is not None and args.vocoder is None and args.centroids is None and args.world is None:
-        raise InputError("--wav needs --vocoder (a unit vocoder), --centroids (log-mel k-means units) or --world DIR "
-                         "(mini-world speech, said by espeak-ng)")
-    if args.world is not None and args.wav is not None and args.vocoder is None and args.to == "text":
-        raise InputError("--world with --wav says generated speech, but --to text generates none")
-    if args.world is not None and not (Path(args.world) / "world.json").is_file():
-        raise InputError(f"{args.world}: not a mini-world directory (no world.json); --world reads its speech as words")
+    check_speech_outputs(args.to, wav=args.wav, vocoder=args.vocoder, centroids=args.centroids, world=args.world)
     for option, path in (("--out", args.out), ("--wav", args.wav)):
         if path:
             check_output_file(path, option)

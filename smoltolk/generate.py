@@ -264,6 +264,24 @@ def _check_segment(ids: list[int], speech: bool, vocab: _Vocab, where: str) -> N
         raise InputError(f"{where}: {'unit' if speech else 'text id'} {bad[0]} is outside {what}")
 
 
+def check_speech_outputs(to: str, wav: str | None = None, vocoder: str | None = None, centroids: str | None = None,
+                         world: str | None = None) -> None:
+    """Whether a way to write generated speech as audio is coherent: a ``wav`` needs a ``vocoder`` (a unit
+    vocoder), ``centroids`` (log-mel k-means units) or a mini-``world`` (its words said by espeak-ng), one of
+    them; errors name the options (``smoltolk generate``'s)."""
+    if vocoder is not None and centroids is not None:
+        raise InputError("give --vocoder or --centroids, not both")
+    if (vocoder is not None or centroids is not None) and wav is None:
+        raise InputError("--vocoder and --centroids need --wav (where to write the audio)")
+    if wav is not None and vocoder is None and centroids is None and world is None:
+        raise InputError("--wav needs --vocoder (a unit vocoder), --centroids (log-mel k-means units) or --world DIR "
+                         "(mini-world speech, said by espeak-ng)")
+    if world is not None and wav is not None and vocoder is None and to == "text":
+        raise InputError("--world with --wav says generated speech, but --to text generates none")
+    if world is not None and not (Path(world) / "world.json").is_file():
+        raise InputError(f"{world}: not a mini-world directory (no world.json); --world reads its speech as words")
+
+
 def read_units(path: str | Path) -> list[int]:
     """Speech units from a file: a JSON list of ints, or ints separated by white space."""
     path = Path(path)

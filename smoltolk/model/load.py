@@ -45,3 +45,18 @@ def checkpoint_names(checkpoints: list[str]) -> list[str]:
             name, k = f"{base}-{k}", k + 1
         names.append(name)
     return names
+
+
+def describe(path: str | Path) -> dict:
+    """What a checkpoint directory holds (``smoltolk inspect``): its kind, config and parameter counts, or for a
+    Hugging Face text LM its backbone config and whether a tokenizer.json is beside it."""
+    from smoltolk.config import to_dict
+    from smoltolk.model.hf_config import load_hf_config
+    from smoltolk.model.tslm import count_parameters, read_model_config
+
+    path = Path(path)
+    if checkpoint_kind(path) == "smoltolk":
+        cfg = read_model_config(path)
+        return {"kind": "smoltolk text-speech LM", "config": to_dict(cfg), "parameters": count_parameters(cfg)}
+    return {"kind": "Hugging Face text LM (backbone)", "config": to_dict(load_hf_config(path)),
+            "tokenizer.json": (path / "tokenizer.json").is_file()}
