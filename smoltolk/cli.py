@@ -533,18 +533,31 @@ COMMANDS = [
 ]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error said in one line (``smoltolk <command>: error: ...``, exit 2); ``-h`` shows
+    the usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line, from :data:`COMMANDS`."""
-    parser = argparse.ArgumentParser(prog="smoltolk", description="Text-speech language models with late fusion "
+    parser = _Parser(prog="smoltolk", description="Text-speech language models with late fusion "
                                      "and multi-level fission (SmolTolk): data, training, evaluation, analysis, "
                                      "generation.")
-    sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="<command>", required=True, parser_class=_Parser)
     for command in COMMANDS:
         p = sub.add_parser(command.name, help=command.help)
         for names, options in command.args:
             p.add_argument(*names, **options)
         p.set_defaults(func=command.func)
     return parser
+
+
+def _line(message: object) -> str:
+    """A message on one line (a YAML or JSON parser's error spans several)."""
+    return " ".join(str(message).split())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -558,21 +571,21 @@ def main(argv: list[str] | None = None) -> int:
         with signals_raise():
             args.func(args)
     except Preempted as e:
-        print(f"smoltolk {args.command}: {e}", file=sys.stderr)
+        print(f"smoltolk {args.command}: {_line(e)}", file=sys.stderr)
         return EXIT_PREEMPTED
     except Interrupted as e:
-        print(f"smoltolk {args.command}: interrupted: {e}", file=sys.stderr)
+        print(f"smoltolk {args.command}: interrupted: {_line(e)}", file=sys.stderr)
         return 130
     except KeyboardInterrupt as e:
         how = f"stopped by {e.signal}" if isinstance(e, SignalStop) else "interrupted"
         print(f"smoltolk {args.command}: {how} (what it writes is written whole or not at all)", file=sys.stderr)
         return EXIT_PREEMPTED if isinstance(e, SignalStop) else 130
     except SmolTolkError as e:
-        print(f"smoltolk {args.command}: error: {e}", file=sys.stderr)
+        print(f"smoltolk {args.command}: error: {_line(e)}", file=sys.stderr)
         return 2
     except OSError as e:  # a full disk, a permission, a vanished file: the system's words, no traceback
         where = f" ({e.filename})" if getattr(e, "filename", None) else ""
-        print(f"smoltolk {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
+        print(f"smoltolk {args.command}: error: {_line(e.strerror or e)}{where}", file=sys.stderr)
         return 2
     return 0
 

@@ -252,6 +252,11 @@ def prepare_world(out: Path, size: DemoSize, seed: int, progress: bool, tokenize
     if size.context + 1 > MIN_GAP_WORDS:
         raise ConfigError(f"demo context {size.context}: samples of context + 1 tokens must span at most "
                           f"MIN_GAP_WORDS = {MIN_GAP_WORDS} words for the knowledge split to hold")
+    if tokenizer is not None:  # a bad tokenizer fails before anything is written
+        from smoltolk.model.hf import load_tokenizer
+
+        load_tokenizer(tokenizer)
+        default_text_eos_id(Path(tokenizer))
     world = build_world(world_dir, seed=seed, n_text=size.n_text, n_speech=size.n_speech,
                         n_bench_stories=size.n_bench_stories, n_bench_pairs=size.n_bench_pairs,
                         speakers=size.speakers, min_gap_words=MIN_GAP_WORDS, carriers=size.carriers)
