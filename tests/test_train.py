@@ -577,3 +577,36 @@ def test_sigterm_stops_a_real_training_process_in_one_line_and_the_same_command_
     assert [json.loads(x)["loss"] for x in metrics.read_text().splitlines()] == _losses(tmp_path / "full")
     final = "checkpoints/step-00000305/model.safetensors"
     assert (tmp_path / "cut" / final).read_bytes() == (tmp_path / "full" / final).read_bytes()
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_rank_under_torchrun_stops_every_rank_at_one_step_and_resumes_bit_exact(synth, tmp_path):
+    """Under DDP one rank's preemption signal is every rank's: they agree at a step's end, rank 0 writes the
+    whole checkpoint, and the same command then finishes the run as an uninterrupted one does."""
+    import signal
+    import time
+
+    long = {"schedule.stage2_steps": 200, "run.log_every": 1, "run.checkpoint_every": 100, "schedule.micro_batch": 2,
+            "run.distributed": "ddp"}
+    _torchrun(_overrides(synth, tmp_path / "full", **long), 2, tmp_path)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "smoltolk.cli",
+           "train", str(tmp_path / "empty.yaml"),
+           *[a for o in _overrides(synth, tmp_path / "cut", **long) for a in ("--set", o)]]
+    agent = subprocess.Popen(cmd, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    metrics, deadline = tmp_path / "cut" / "metrics.jsonl", time.time() + 180
+    while time.time() < deadline and agent.poll() is None and (
+            not metrics.is_file() or len(metrics.read_text().splitlines()) < 20):
+        time.sleep(0.05)
+    children = Path(f"/proc/{agent.pid}/task/{agent.pid}/children").read_text().split()
+    assert len(children) == 2, children
+    os.kill(int(children[-1]), signal.SIGTERM)  # one worker only
+    _, err = agent.communicate(timeout=180)
+    assert agent.returncode != 0 and "preempted at step" in err, err[-3000:]
+    stopped = int(err.split("preempted at step ")[1].split()[0])
+    assert 20 <= stopped < 205
+    assert (tmp_path / "cut" / "checkpoints" / f"step-{stopped:08d}" / "train_state.json").is_file()
+    _torchrun(_overrides(synth, tmp_path / "cut", **long), 2, tmp_path)  # the same command resumes
+    assert _losses(tmp_path / "cut") == _losses(tmp_path / "full")
+    final = "checkpoints/step-00000205/model.safetensors"
+    assert (tmp_path / "cut" / final).read_bytes() == (tmp_path / "full" / final).read_bytes()
