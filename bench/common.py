@@ -3,6 +3,8 @@ the matmul peak. The scripts run as ``python bench/NAME.py``, which puts bench/ 
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 import time
 
@@ -57,3 +59,16 @@ def backbone_config(args, max_position_embeddings: int = 2048):
     return BackboneConfig(vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.intermediate,
                           num_layers=args.layers, num_heads=args.heads, num_kv_heads=args.kv_heads,
                           max_position_embeddings=max_position_embeddings)
+
+
+def run_self(script: str, argv: list[str], what: str, env: dict | None = None, mark: str = "") -> dict:
+    """Run ``script`` again in a fresh process (peak memory and allocator state are not carried over) and
+    return the JSON of its last stdout line (or of the line after ``mark``); a failure raises with its stderr
+    (exit -9 is the OOM killer)."""
+    done = subprocess.run([sys.executable, script, *argv], capture_output=True, text=True, env=env)
+    lines = done.stdout.splitlines()
+    if mark:
+        lines = [line[len(mark):] for line in lines if line.startswith(mark)]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"{what} failed (exit {done.returncode}; -9 is the OOM killer):\n{done.stderr[-3000:]}")
+    return json.loads(lines[-1])

@@ -43,11 +43,10 @@ import argparse
 import contextlib
 import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 
-from common import UNITS, batch_for
+from common import UNITS, batch_for, run_self
 
 SIZES = {"150M": "smoltolk-150m", "400M": "smoltolk-400m", "2B": "smoltolk-2b"}
 DEVICES_GB = (24, 80, 140)
@@ -274,12 +273,8 @@ def markdown(report: dict) -> str:
 def count_in_subprocess(size: str, args: argparse.Namespace) -> dict:
     """per_token for one size in a fresh process: the allocator's high-water mark of one size (about 13 GB for
     the 2B at depth 4) is not carried into the next."""
-    cmd = [sys.executable, __file__, "--one", size, "--contexts", *map(str, args.contexts),
-           "--threads", str(args.threads)]
-    done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"memory_table: counting {size} failed (exit {done.returncode}; -9 is the OOM killer)")
-    return json.loads(done.stdout)
+    return run_self(__file__, ["--one", size, "--contexts", *map(str, args.contexts), "--threads", str(args.threads)],
+                    f"memory_table: counting {size}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -40,13 +40,11 @@ import json
 import os
 import resource
 import statistics
-import subprocess
-import sys
 import time
 
 import torch
 import torch.nn.functional as F
-from common import backbone_config, log
+from common import backbone_config, log, run_self
 
 from smoltolk.model.config import BASELINE, ModelConfig, SpeechConfig
 from smoltolk.model.llama import LlamaLM, init_weights
@@ -231,12 +229,8 @@ def memory_only(args: argparse.Namespace) -> None:
 
 def measure_memory(name: str, args: argparse.Namespace) -> dict:
     """Run this script with ``--memory-only name`` in a fresh process; returns its result."""
-    cmd = [sys.executable, os.path.abspath(__file__), "--memory-only", name, *shape_argv(args)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    for line in proc.stdout.splitlines():
-        if line.startswith(MEMORY_MARK):
-            return json.loads(line[len(MEMORY_MARK):])
-    raise RuntimeError(f"memory subprocess for {name} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    return run_self(os.path.abspath(__file__), ["--memory-only", name, *shape_argv(args)],
+                    f"memory subprocess for {name}", mark=MEMORY_MARK)
 
 
 # --------------------------------------------------------------------------- timing

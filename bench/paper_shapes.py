@@ -52,11 +52,9 @@ import json
 import os
 import resource
 import statistics
-import subprocess
-import sys
 import time
 
-from common import SHAPES, UNITS, batch_for, log
+from common import SHAPES, UNITS, batch_for, log, run_self
 
 CONTENDERS = ("transformers", "baseline", "smoltolk", "baseline-s1", "smoltolk-s1", "smoltolk+chunk",
               "smoltolk+ckpt")
@@ -151,17 +149,13 @@ def one(args: argparse.Namespace) -> None:
 
 
 def run_one(name: str, context: int, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, __file__, "--one", name, "--context", str(context), "--batch", str(args.batch),
-           "--threads", str(args.threads), "--warmup", str(args.warmup), "--steps", str(args.steps),
-           "--device", args.device]
-    cmd += ["--quick"] * args.quick + ["--bf16"] * args.bf16 + ["--compile"] * args.compile
-    cmd += ["--peak-flops", str(args.peak_flops)] if args.peak_flops else []
+    argv = ["--one", name, "--context", str(context), "--batch", str(args.batch), "--threads", str(args.threads),
+            "--warmup", str(args.warmup), "--steps", str(args.steps), "--device", args.device]
+    argv += ["--quick"] * args.quick + ["--bf16"] * args.bf16 + ["--compile"] * args.compile
+    argv += ["--peak-flops", str(args.peak_flops)] if args.peak_flops else []
     env = (None if args.mmap_threshold is None else
            {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(args.mmap_threshold)})
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if done.returncode != 0:
-        raise RuntimeError(f"{name} at context {context} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_self(__file__, argv, f"{name} at context {context}", env=env)
 
 
 def main(argv: list[str] | None = None) -> None:
