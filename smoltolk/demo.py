@@ -199,11 +199,9 @@ def run_seeds(out: str | Path, seeds: int, seed: int = 0, **options) -> dict:
     each), in ``out/seed-<s>``; a seed whose ``summary.json`` is there for this size is kept, so a stopped run
     resumes. Writes ``out/seeds.json`` (every seed's headline numbers) and ``out/report.md`` (the verdicts with
     seed ranges, means and ranges per model, SmolTolk minus the others seed by seed); returns the seeds.json data."""
-    import platform
-
     from smoltolk.demo_report import size_line
     from smoltolk.demo_summary import CLAIM, METRICS, SPLITS, judge, metric, seed_table, verdict
-    from smoltolk.parallel import available_cores
+    from smoltolk.parallel import machine
 
     out = Path(out)
     size_name = "quick" if options.get("quick") else "full" if options.get("full") else "default"
@@ -219,8 +217,8 @@ def run_seeds(out: str | Path, seeds: int, seed: int = 0, **options) -> dict:
             continue
         print(f"=== seed {s} ({s - seed + 1} of {seeds}) ===")
         summaries.append(run_demo(out / f"seed-{s}", seed=s, **options))
-    machine = f"{available_cores()} cores, {platform.machine()}, {platform.processor() or platform.platform()}"
-    data = {"size_name": size_name, "seeds": [s["seed"] for s in summaries], "machine": machine,
+    host = machine()
+    data = {"size_name": size_name, "seeds": [s["seed"] for s in summaries], "machine": host,
             "seconds": [s["seconds"] for s in summaries],
             "per_seed": [{"seed": s["seed"], **{split: {m: {name: metric(s["results"][split][m], name)
                                                             for name in METRICS} for m in MODELS}
@@ -231,7 +229,7 @@ def run_seeds(out: str | Path, seeds: int, seed: int = 0, **options) -> dict:
     lines = ["# SmolTolk mini-world demo, " + f"{len(summaries)} seeds", "",
              f"Seeds {', '.join(str(s['seed']) for s in summaries)} of size {size_name} ({size_line(summaries[0])}; "
              f"each seed its own world, backbone and models). Wall time per seed: "
-             + ", ".join(f"{s['seconds'] / 60:.1f} min" for s in summaries) + f" on {machine}. "
+             + ", ".join(f"{s['seconds'] / 60:.1f} min" for s in summaries) + f" on {host}. "
              f"Each seed's full report: seed-<s>/report.md.", "", "## Verdict", "",
              *[f"- {verdict(summaries, split)}" for split in SPLITS], "",
              "## Means and seed ranges", "",

@@ -22,6 +22,21 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def machine() -> str:
+    """This machine in words: cores, CPU model (from /proc/cpuinfo where there is one) and architecture."""
+    import platform
+
+    model = ""
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8", errors="replace"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{available_cores()} cores, {model or platform.processor() or platform.platform()}, {platform.machine()}"
+
+
 def plan(jobs: int, cores: int | None = None, workers: int | None = None) -> tuple[int, int]:
     """(worker processes, threads each) for ``jobs`` independent jobs on ``cores`` cores: one process per job up
     to one per core, the cores shared out evenly. ``workers`` fixes the number of processes (1: in this one)."""
