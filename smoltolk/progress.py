@@ -15,6 +15,8 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
 
+from smoltolk.errors import ConfigError
+
 MODES = ("bar", "lines", "off")
 DEFAULT_SECONDS = 30.0
 MIN_SECONDS = 2.0  # shorter work ends without a line
@@ -25,7 +27,7 @@ def mode() -> str:
     forced = os.environ.get("SMOLTOLK_PROGRESS", "").strip().lower()
     if forced:
         if forced not in MODES:
-            raise ValueError(f"SMOLTOLK_PROGRESS={forced!r}: expected one of {', '.join(MODES)}")
+            raise ConfigError(f"SMOLTOLK_PROGRESS={forced!r}: expected one of {', '.join(MODES)}")
         return forced
     return "bar" if sys.stderr.isatty() else "lines"
 
@@ -35,9 +37,9 @@ def _seconds() -> float:
     try:
         value = float(text) if text else DEFAULT_SECONDS
     except ValueError:
-        raise ValueError(f"SMOLTOLK_PROGRESS_SECONDS={text!r}: expected a number of seconds") from None
+        raise ConfigError(f"SMOLTOLK_PROGRESS_SECONDS={text!r}: expected a number of seconds") from None
     if not value >= 0:
-        raise ValueError(f"SMOLTOLK_PROGRESS_SECONDS={text!r}: expected a number of seconds >= 0")
+        raise ConfigError(f"SMOLTOLK_PROGRESS_SECONDS={text!r}: expected a number of seconds >= 0")
     return value
 
 
