@@ -10,7 +10,7 @@ One JSON object goes to stdout; progress goes to stderr.
 Every model does the same work per step on the same (B, T) mixed-modality batch:
 ``zero_grad(set_to_none=True)``, forward with a loss, ``loss.backward()`` (no optimiser step).
 
-* ``backbone``: ``LlamaLM`` alone, ``logits = model(input_ids)`` and a cross-entropy over all positions.
+* ``backbone``: ``LlamaLM`` alone, ``logits = model(input_ids).text_logits`` and a cross-entropy over all positions.
 * ``baseline``: ``TextSpeechLM`` with ``SpeechConfig(**BASELINE)`` (regular vocabulary expansion).
 * ``smoltolk``: ``TextSpeechLM`` with the default ``SpeechConfig`` (K input + K output adapter layers,
   dynamic layer pooling, residual).
@@ -160,7 +160,7 @@ def make_step(name: str, model: torch.nn.Module, args: argparse.Namespace):
 
         def step() -> torch.Tensor:
             model.zero_grad(set_to_none=True)
-            logits = model(inputs)
+            logits = model(inputs).text_logits
             loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
             loss.backward()
             return loss

@@ -70,7 +70,7 @@ def check_logits(ours, theirs, tok) -> dict:
     for prompt in PROMPTS:
         ids = torch.tensor([tok.encode(prompt).ids])
         with torch.no_grad():
-            a, b = ours(ids), theirs(ids).logits
+            a, b = ours(ids).text_logits, theirs(ids).logits
         worst = max(worst, float((a - b).abs().max() / b.abs().max()))
     return {"prompts": len(PROMPTS), "max_rel_diff": worst, "equal": worst < 1e-4}
 

@@ -182,7 +182,7 @@ class _Vocab:
 
     @classmethod
     def of(cls, model: TextSpeechLM | LlamaLM) -> _Vocab:
-        if isinstance(model, LlamaLM):
+        if model.speech_vocab is None:  # a text LM (smoltolk.model.protocol)
             return cls(text_size=model.config.vocab_size, swt=None, text_eos=model.config.eos_token_id)
         sp = model.config.speech
         return cls(text_size=model.text_vocab_size, swt=model.swt_id, text_eos=model.config.backbone.eos_token_id,
@@ -305,15 +305,14 @@ class _Runner:
 
     def __init__(self, model: TextSpeechLM | LlamaLM, ids: Tensor, is_speech: Tensor, doc: Tensor | None,
                  use_cache: bool) -> None:
-        self.model, self.tslm = model, isinstance(model, TextSpeechLM)
+        self.model = model
         self.ids, self.is_speech, self.doc = ids, is_speech, doc  # (B, T) prompt, grown when not cached
         self.cache = Cache() if use_cache else None
 
     def _forward(self, ids: Tensor, is_speech: Tensor, doc: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        if self.tslm:
-            out = self.model(ids, is_speech, doc_ids=doc, cache=self.cache, logits="last")
-            return out.text_logits[:, -1], out.speech_logits[:, -1]  # (B, Vt), (B, Vs)
-        return self.model(ids, doc_ids=doc, cache=self.cache)[:, -1], None
+        out = self.model(ids, is_speech, doc_ids=doc, cache=self.cache, logits="last")
+        # (B, Vt), (B, Vs) (a text LM has no speech logits)
+        return out.text_logits[:, -1], None if out.speech_logits is None else out.speech_logits[:, -1]
 
     @torch.inference_mode()
     def first(self) -> tuple[Tensor, Tensor | None]:

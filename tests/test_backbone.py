@@ -31,9 +31,9 @@ def test_packed_documents_equal_separate_runs():
     packed = torch.cat([a, b], 1)
     doc = torch.tensor([[0] * 7 + [1] * 9])
     with torch.no_grad():
-        out = lm(packed, doc_ids=doc)
-        sep = torch.cat([lm(a), lm(b)], 1)
-        unmasked = lm(packed)
+        out = lm(packed, doc_ids=doc).text_logits
+        sep = torch.cat([lm(a).text_logits, lm(b).text_logits], 1)
+        unmasked = lm(packed).text_logits
     assert_close(out, sep, terms=model_terms(lm, 16))
     assert differs(unmasked[:, 7:], sep[:, 7:], terms=model_terms(lm, 16))  # without doc ids the documents do mix
 
@@ -43,10 +43,10 @@ def test_cached_decoding_with_documents_equals_full_forward():
     ids = torch.randint(0, 48, (2, 20))
     doc = torch.tensor([[0] * 8 + [1] * 12, [3] * 3 + [4] * 17])
     with torch.no_grad():
-        full = lm(ids, doc_ids=doc)
+        full = lm(ids, doc_ids=doc).text_logits
         cache, parts = Cache(), []
         for s, e in [(0, 5), (5, 8), (8, 9), (9, 16), (16, 20)]:
-            parts.append(lm(ids[:, s:e], doc_ids=doc[:, s:e], cache=cache))
+            parts.append(lm(ids[:, s:e], doc_ids=doc[:, s:e], cache=cache).text_logits)
     assert_close(torch.cat(parts, 1), full, terms=model_terms(lm, 20))
     assert cache.stacks["backbone"].length == 20
 
@@ -55,9 +55,9 @@ def test_cache_grows_past_its_first_capacity():
     lm = _lm()
     ids = torch.randint(0, 48, (1, 150))
     with torch.no_grad():
-        full = lm(ids)
+        full = lm(ids).text_logits
         cache = Cache()
-        parts = [lm(ids[:, :3], cache=cache)] + [lm(ids[:, t:t + 1], cache=cache) for t in range(3, 150)]
+        parts = [lm(ids[:, t:t + n], cache=cache).text_logits for t, n in [(0, 3), *((t, 1) for t in range(3, 150))]]
     assert_close(torch.cat(parts, 1), full, terms=model_terms(lm, 150))
 
 
@@ -67,8 +67,9 @@ def test_future_tokens_never_change_the_past():
     changed = ids.clone()
     changed[:, 9] = (changed[:, 9] + 1) % 48
     with torch.no_grad():
-        a, ha = lm(ids, output_hidden_states=True)
-        b, hb = lm(changed, output_hidden_states=True)
+        oa, ob = lm(ids, return_hidden_states=True), lm(changed, return_hidden_states=True)
+    a, b, ha, hb = oa.text_logits, ob.text_logits, oa.hidden_states, ob.hidden_states
+    assert len(ha) == len(lm.layers) + 1  # the embeddings, then each layer's output
     assert torch.equal(a[:, :9], b[:, :9])
     assert all(torch.equal(x[:, :9], y[:, :9]) for x, y in zip(ha, hb, strict=True))
     assert not torch.equal(a[:, 9:], b[:, 9:])
@@ -86,8 +87,8 @@ def test_a_reappearing_document_id_is_still_a_new_document():
     lm = _lm()
     ids = torch.randint(0, 48, (1, 12))
     with torch.no_grad():
-        reused = lm(ids, doc_ids=torch.tensor([[0] * 4 + [1] * 4 + [0] * 4]))
-        third = lm(ids[:, 8:])
+        reused = lm(ids, doc_ids=torch.tensor([[0] * 4 + [1] * 4 + [0] * 4])).text_logits
+        third = lm(ids[:, 8:]).text_logits
     assert_close(reused[:, 8:], third, terms=model_terms(lm, 12))
 
 
@@ -98,10 +99,10 @@ def test_a_cached_call_without_doc_ids_continues_the_current_document():
     doc = torch.tensor([[0] * 3 + [1] * 7])  # left padding as its own document
     nxt = torch.randint(0, 48, (1, 1))
     with torch.no_grad():
-        ref = lm(torch.cat([prompt, nxt], 1))[:, -1]
+        ref = lm(torch.cat([prompt, nxt], 1)).text_logits[:, -1]
         cache = Cache()
         lm(padded, doc_ids=doc, cache=cache)
-        step = lm(nxt, cache=cache)[:, -1]
+        step = lm(nxt, cache=cache).text_logits[:, -1]
     assert_close(step, ref, terms=model_terms(lm, 10))
 
 
@@ -131,4 +132,27 @@ def test_rope_base_change_is_exported(tmp_path):
     ids = torch.randint(0, 48, (1, 9))
     out = save_hf_backbone(lm, tmp_path / "export")
     with torch.no_grad():
-        assert_close(load_hf_backbone(out)(ids), lm(ids), terms=model_terms(lm, 9))
+        assert_close(load_hf_backbone(out)(ids).text_logits, lm(ids).text_logits, terms=model_terms(lm, 9))
+
+
+def test_forward_gives_the_text_speech_models_output_type():
+    """One return type for both model types: logits, head inputs, hidden states and the loss in an LMOutput."""
+    import torch.nn.functional as F
+
+    from smoltolk.model.tslm import shift_targets
+
+    lm = _lm()
+    ids = torch.randint(0, 48, (2, 9))
+    with torch.no_grad():
+        full = lm(ids, return_head_inputs=True)
+        last = lm(ids, logits="last")
+        trained = lm(**shift_targets(ids, torch.zeros_like(ids, dtype=torch.bool)))
+    assert full.text_logits.shape == (2, 9, 48) and full.speech_logits is None
+    assert_close(last.text_logits, full.text_logits[:, -1:], terms=model_terms(lm, 9))
+    assert torch.equal(lm.lm_head(full.text_head_input), full.text_logits)
+    assert trained.text_logits is None  # "auto" with labels: the loss only
+    expected = F.cross_entropy(full.text_logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten())
+    assert_close(trained.loss, expected, terms=model_terms(lm, 9))
+    assert int(trained.num_text) == 16
+    with pytest.raises(InputError, match="logits: expected 'auto', 'all', 'last' or 'none', got 'first'"):
+        lm(ids, logits="first")

@@ -140,7 +140,7 @@ def test_text_backbone_scores_text_and_refuses_speech():
     ids = [2, 17, 5, 40, 11]
     score = LikelihoodScorer(backbone, text_bos=None).score([text_item(ids)])[0]
     with torch.no_grad():
-        logits = backbone(torch.tensor([ids]))
+        logits = backbone(torch.tensor([ids])).text_logits
     expected = sum(torch.log_softmax(logits[0, t - 1].double(), -1)[ids[t]].item() for t in range(1, 5))
     assert_close(score.logprob, expected, terms=model_terms(model, len(ids)))
     with pytest.raises(CheckpointError, match="no speech modules"):

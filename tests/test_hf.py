@@ -31,11 +31,11 @@ def test_logits_and_hidden_states_match_transformers(hf_llama_dir, case):
     ids = torch.randint(0, 96, (3, 40), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected = ref(ids, output_hidden_states=True)
-        logits, hidden = ours(ids, output_hidden_states=True)
+        out = ours(ids, return_hidden_states=True)
     terms = model_terms(ours, 40)
-    assert_close(logits, expected.logits, terms=terms)
-    assert len(hidden) == len(expected.hidden_states) - 1
-    for mine, theirs in zip(hidden, expected.hidden_states[1:], strict=True):  # last one after the final norm
+    assert_close(out.text_logits, expected.logits, terms=terms)
+    assert len(out.hidden_states) == len(expected.hidden_states)
+    for mine, theirs in zip(out.hidden_states, expected.hidden_states, strict=True):  # last one after the final norm
         assert_close(mine, theirs, terms=terms)
 
 
@@ -57,7 +57,7 @@ def test_kv_cache_matches_transformers(hf_llama_dir):
     with torch.no_grad():
         expected = ref(ids).logits
         for start, stop in [(0, 6), (6, 7), (7, 8), (8, 15), (15, 21)]:
-            parts.append(ours(ids[:, start:stop], cache=cache))
+            parts.append(ours(ids[:, start:stop], cache=cache).text_logits)
     assert_close(torch.cat(parts, 1), expected, terms=model_terms(ours, 21))
 
 
@@ -69,7 +69,7 @@ def test_saved_backbone_loads_in_transformers(tmp_path, hf_llama_dir):
     theirs = transformers.LlamaForCausalLM.from_pretrained(out).eval()
     ids = torch.randint(0, 96, (2, 17))
     with torch.no_grad():
-        assert_close(theirs(ids).logits, ours(ids), terms=model_terms(ours, 17))
+        assert_close(theirs(ids).logits, ours(ids).text_logits, terms=model_terms(ours, 17))
 
 
 def test_tokenizer_json_beside_the_checkpoint(tmp_path, hf_llama_dir):
@@ -158,7 +158,7 @@ def test_qwen2_style_qkv_bias_matches_transformers(tmp_path):
     ids = torch.randint(0, 96, (2, 19))
     with torch.no_grad():
         expected = ref(ids).logits
-        assert_close(ours(ids), expected, terms=model_terms(ours, ids.shape[1]))
+        assert_close(ours(ids).text_logits, expected, terms=model_terms(ours, ids.shape[1]))
     # the export writes the family it read: transformers loads it back as Qwen2, with the same logits
     save_hf_backbone(ours, tmp_path / "export")
     cfg_json = json.loads((tmp_path / "export" / "config.json").read_text())
@@ -167,7 +167,7 @@ def test_qwen2_style_qkv_bias_matches_transformers(tmp_path):
     assert type(back).__name__ == "Qwen2ForCausalLM"
     with torch.no_grad():
         assert_close(back(ids).logits, expected, terms=model_terms(ours, ids.shape[1]))
-    assert_close(load_hf_backbone(tmp_path / "export")(ids).detach(), expected, terms=model_terms(ours, 19))
+    assert_close(load_hf_backbone(tmp_path / "export")(ids).text_logits.detach(), expected, terms=model_terms(ours, 19))
 
 
 def test_biases_the_family_cannot_say_are_refused_and_old_bias_flags_still_load():
@@ -204,7 +204,7 @@ def test_transformers_v4_style_config_json(hf_llama_dir, scaling):
     assert ours.rotary.theta == 50000.0
     ids = torch.randint(0, 96, (2, 30))
     with torch.no_grad():
-        assert_close(ours(ids), ref(ids).logits, terms=model_terms(ours, ids.shape[1]))
+        assert_close(ours(ids).text_logits, ref(ids).logits, terms=model_terms(ours, ids.shape[1]))
 
 
 def test_bf16_loading_keeps_rope_in_float32(hf_llama_dir):

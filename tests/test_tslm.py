@@ -167,7 +167,7 @@ def test_speech_path_computes_what_the_paper_says(variant, residual, out_layers)
         for layer in model.input_adapter:
             a = layer(a, cos, sin, _run_mask(is_speech))
         x = torch.where(is_speech[..., None], a, z)
-        _, hs = model.backbone(None, inputs_embeds=x, output_hidden_states=True)
+        hs = model.backbone(None, inputs_embeds=x, return_hidden_states=True).hidden_states[1:]
         if variant == "no-layer-pooling":
             c = hs[-1]
         else:
@@ -299,8 +299,8 @@ def test_head_inputs_are_what_the_heads_map_to_logits(variant):
         assert out.text_logits is None and out.text_head_input.shape == (2, 20, 32)
         assert torch.equal(model.text_head(out.text_head_input), plain.text_logits)
         assert torch.equal(model.speech_head(out.speech_head_input), plain.speech_logits)
-        states = model.backbone(ids.masked_fill(is_speech, 0), apply_head=False)
-        assert torch.equal(model.backbone.lm_head(states), model.backbone(ids.masked_fill(is_speech, 0)))
+        text = model.backbone(ids.masked_fill(is_speech, 0), logits="all", return_head_inputs=True)
+        assert torch.equal(model.backbone.lm_head(text.text_head_input), text.text_logits)
 
 
 def test_one_token_at_a_time_text_then_speech():
@@ -393,7 +393,7 @@ def test_wrapping_a_backbone_keeps_its_text_behaviour():
     init_weights(lm, 0.2)
     ids = torch.randint(0, TEXT_VOCAB, (1, 10))
     with torch.no_grad():
-        before = lm(ids)
+        before = lm(ids).text_logits
     model = TextSpeechLM.from_backbone(lm, TextSpeechLM.__init__.__globals__["SpeechConfig"](rope_theta=None))
     with torch.no_grad():
         after = model(ids, torch.zeros_like(ids, dtype=torch.bool)).text_logits

@@ -158,7 +158,7 @@ class LikelihoodScorer:
         self.batch_tokens, self.layout, self.pack_length = batch_tokens, layout, pack_length
         self.share_prefixes, self.min_shared = share_prefixes, min_shared
         self.progress = progress
-        self.speech = isinstance(model, TextSpeechLM)
+        self.speech = model.speech_vocab is not None  # a text LM has none (smoltolk.model.protocol)
         if self.speech:
             self.text_vocab, self.speech_vocab = model.text_vocab_size, model.speech_vocab_size
             self.swt_id, self.speech_bos = model.swt_id, model.config.speech.eos_id
@@ -374,12 +374,9 @@ class LikelihoodScorer:
             return logprob  # no targets, and no cache to fill
         device = self.device
         inputs, doc = ids[:, :-1].to(device), None if doc is None else doc[:, :-1].to(device)
-        if self.speech:
-            out = self.model(inputs, speech[:, :-1].to(device), doc_ids=doc, cache=cache, logits="none",
-                             return_head_inputs=True)
-            states = (out.text_head_input, out.speech_head_input)  # (B, T-1, d) each
-        else:
-            states = (self.model(inputs, doc_ids=doc, cache=cache, apply_head=False), None)
+        out = self.model(inputs, speech[:, :-1].to(device) if self.speech else None, doc_ids=doc, cache=cache,
+                         logits="none", return_head_inputs=True)
+        states = (out.text_head_input, out.speech_head_input)  # (B, T-1, d) each (speech: None for a text LM)
         for sel, h, head in ((tgt_scored & ~tgt_speech, states[0], self.text_head),
                              (tgt_scored & tgt_speech, states[1], self.speech_head)):
             if sel.any():

@@ -217,7 +217,8 @@ def positions_and_segments(doc_ids: Tensor | None, position_ids: Tensor | None, 
 
 
 class LlamaLM(nn.Module):
-    """A Llama-family causal LM. ``forward`` gives logits; :meth:`hidden` gives representations."""
+    """A Llama-family causal LM. ``forward`` gives an :class:`LMOutput` (logits, loss, hidden states), as
+    :class:`TextSpeechLM` does; :meth:`hidden` runs the decoder stack over embeddings."""
 
     def __init__(self, cfg: BackboneConfig) -> None:
         super().__init__()
@@ -253,30 +254,28 @@ class LlamaLM(nn.Module):
             outs[-1] = x
         return x, outs
 
-    def forward(self, input_ids: Tensor, position_ids: Tensor | None = None, doc_ids: Tensor | None = None,
-                cache: Cache | None = None, output_hidden_states: bool = False,
-                inputs_embeds: Tensor | None = None, apply_head: bool = True, labels: Tensor | None = None,
-                is_speech: Tensor | None = None, labels_is_speech: Tensor | None = None,
-                ) -> tuple[Tensor, list[Tensor]] | Tensor | LMOutput:
-        """Logits (B, T, V) for token ids (B, T) (or ``inputs_embeds`` (B, T, d)).
+    def forward(self, input_ids: Tensor | None, is_speech: Tensor | None = None, *, labels: Tensor | None = None,
+                labels_is_speech: Tensor | None = None, doc_ids: Tensor | None = None,
+                position_ids: Tensor | None = None, cache: Cache | None = None, logits: str = "auto",
+                return_hidden_states: bool = False, return_head_inputs: bool = False,
+                inputs_embeds: Tensor | None = None) -> LMOutput:
+        """Run the LM on token ids (B, T) (or ``inputs_embeds`` (B, T, d)): an :class:`LMOutput`, the same
+        interface as :meth:`TextSpeechLM.forward` (its speech fields None).
 
-        doc_ids (B, T): packed documents; attention never crosses a document boundary and
-        default positions restart at each document. cache: a :class:`Cache` to decode
-        incrementally (pass the same object on every call).
-        With ``output_hidden_states`` returns (logits, the L layer outputs).
-        ``apply_head=False``: the final normed states (B, T, d) in place of the logits (``lm_head``
-        of them = the logits), for callers that need logits at a few positions only.
-        With ``labels`` (B, T) (a ``shift_targets`` batch of text; ``is_speech`` and ``labels_is_speech`` are
-        accepted and ignored) returns an :class:`LMOutput` with the loss, as :class:`TextSpeechLM` does:
-        the trainer's one interface.
+        labels: (B, T) next-token targets (a :func:`shift_targets` batch; IGNORE is not scored): the loss.
+        ``is_speech`` and ``labels_is_speech`` are accepted (a text LM's batches hold no speech) and unused.
+        doc_ids (B, T): packed documents; attention never crosses a document boundary and default positions
+        restart at each document. cache: a :class:`Cache` to decode incrementally (pass the same object on
+        every call).
+        logits: "all" ``text_logits`` (B, T, V), "last" (B, 1, V), "none"; "auto" = "none" with labels, else
+        "all". return_hidden_states: ``hidden_states``, the embeddings then the L layer outputs (the last after
+        the final norm), as Hugging Face's. return_head_inputs: ``text_head_input``, the final normed states
+        (B, T, d) (``lm_head`` of them = the logits), for callers that need logits at a few positions only.
         """
-        if labels is not None:
-            return self._loss(self._logits(input_ids, position_ids, doc_ids, apply_head=False), labels)
-        return self._logits(input_ids, position_ids, doc_ids, cache, output_hidden_states, inputs_embeds, apply_head)
+        if logits not in ("auto", "all", "last", "none"):
+            from smoltolk.errors import InputError
 
-    def _logits(self, input_ids: Tensor, position_ids: Tensor | None = None, doc_ids: Tensor | None = None,
-                cache: Cache | None = None, output_hidden_states: bool = False,
-                inputs_embeds: Tensor | None = None, apply_head: bool = True) -> tuple[Tensor, list[Tensor]] | Tensor:
+            raise InputError(f"logits: expected 'auto', 'all', 'last' or 'none', got {logits!r}")
         if inputs_embeds is None:
             check_ids(input_ids, self.config.vocab_size, "input_ids")
             inputs_embeds = self.embed_tokens(input_ids)
@@ -284,20 +283,25 @@ class LlamaLM(nn.Module):
         position_ids, seg, doc = positions_and_segments(doc_ids, position_ids, shape, device, cache)
         cos, sin = self.rotary(position_ids, inputs_embeds.dtype)
         kv = cache.stack("backbone", len(self.layers)) if cache is not None else None
-        x, outs = self.hidden(inputs_embeds, cos, sin, seg, kv, all_layers=output_hidden_states)
+        x, outs = self.hidden(inputs_embeds, cos, sin, seg, kv, all_layers=return_hidden_states)
         if cache is not None:
             cache.last = {"doc": doc[:, -1], "pos": position_ids[:, -1], "seg": seg[:, -1]}
             cache.length += shape[1]
-        logits = self.lm_head(x) if apply_head else x
-        return (logits, outs) if output_hidden_states else logits
+        out = LMOutput(hidden_states=(inputs_embeds, *outs) if return_hidden_states else None,
+                       text_head_input=x if return_head_inputs else None)
+        if labels is not None:
+            self._loss(out, x, labels)
+        mode = ("none" if labels is not None else "all") if logits == "auto" else logits
+        if mode != "none":
+            out.text_logits = self.lm_head(x[:, -1:] if mode == "last" else x)
+        return out
 
-
-    def _loss(self, states: Tensor, labels: Tensor) -> LMOutput:
+    def _loss(self, out: LMOutput, states: Tensor, labels: Tensor) -> None:
         scored = labels != IGNORE
         n = scored.sum()
         ce = head_cross_entropy_sum(self.lm_head, states[scored], labels[scored], self.loss_chunk)
-        loss = ce / n.clamp(min=1)
-        return LMOutput(loss=loss, lm_loss=loss, text_loss=ce / n, num_text=n)
+        out.loss = out.lm_loss = ce / n.clamp(min=1)
+        out.text_loss, out.num_text = ce / n, n
 
     # -------------------------------------------------- the training surface shared with TextSpeechLM
     checkpoint_layers = False  # activation checkpointing per decoder layer in training (run.activation_checkpointing)

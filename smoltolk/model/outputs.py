@@ -78,8 +78,8 @@ def head_cross_entropy_sum(head: Callable[[Tensor], Tensor], hidden: Tensor, tar
 
 @dataclass
 class LMOutput:
-    """What :meth:`TextSpeechLM.forward` (and :meth:`LlamaLM.forward` given labels) returns. Logits are None
-    unless asked for; speech fields are None for a text LM."""
+    """What :meth:`TextSpeechLM.forward` and :meth:`LlamaLM.forward` return. Logits are None unless asked for;
+    speech fields are None for a text LM."""
 
     loss: Tensor | None = None  # LM loss - beta * entropy (what training minimises)
     lm_loss: Tensor | None = None  # token-weighted mean cross-entropy over both modalities

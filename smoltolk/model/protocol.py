@@ -3,7 +3,9 @@
 Two model types implement it: :class:`~smoltolk.model.tslm.TextSpeechLM` (text and speech) and
 :class:`~smoltolk.model.llama.LlamaLM` (a text LM, e.g. the text pretraining of ``smoltolk demo``). A text LM
 has no speech vocabulary: its ``speech_vocab`` is None, and nothing that needs one (speech or interleaved
-data, speech benchmarks, speech generation) accepts it.
+data, speech benchmarks, speech generation) accepts it. Both ``forward`` methods take the same arguments
+(ids, modality, labels, documents, cache, ``logits=``, ``return_hidden_states``, ``return_head_inputs``) and
+return an :class:`~smoltolk.model.outputs.LMOutput`, so callers never branch on the type to run a model.
 """
 
 from __future__ import annotations
