@@ -21,20 +21,32 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def batch_for(context: int, rows: int, vocab: int, seed: int = 0):
-    """(ids, is_speech) of ``rows`` x (context + 1): alternating text and speech runs of 20-120 tokens."""
+def batch_for(context: int, rows: int, vocab: int, seed: int = 0, *, units: int = UNITS,
+              text_run: tuple[int, int] = (20, 120), speech_run: tuple[int, int] = (20, 120),
+              switch: int | None = None):
+    """(ids, is_speech) of ``rows`` x (context + 1): alternating text and speech runs whose lengths are uniform in
+    ``text_run`` / ``speech_run`` (inclusive; odd rows start with speech), text ids below ``vocab``, units below
+    ``units``. With ``switch`` (a text id), that token sits at every modality switch, as in prepared data. One
+    builder for every bench script; a fixed seed, so every process agrees."""
     import torch
 
     g = torch.Generator().manual_seed(seed)
-    is_speech = torch.zeros(rows, context + 1, dtype=torch.bool)
+    n = context + 1
+    ids, is_speech = torch.empty(rows, n, dtype=torch.long), torch.empty(rows, n, dtype=torch.bool)
     for r in range(rows):
-        pos, speech = 0, bool(r % 2)
-        while pos < context + 1:
-            n = int(torch.randint(20, 121, (1,), generator=g))
-            is_speech[r, pos:pos + n] = speech
-            pos, speech = pos + n, not speech
-    ids = torch.where(is_speech, torch.randint(0, UNITS, is_speech.shape, generator=g),
-                      torch.randint(0, vocab, is_speech.shape, generator=g))
+        row: list[int] = []
+        flags: list[bool] = []
+        speech = bool(r % 2)
+        while len(row) < n:
+            if row and switch is not None:
+                row.append(switch)
+                flags.append(False)
+            lo, hi = speech_run if speech else text_run
+            length = int(torch.randint(lo, hi + 1, (), generator=g))
+            row += torch.randint(0, units if speech else vocab, (length,), generator=g).tolist()
+            flags += [speech] * length
+            speech = not speech
+        ids[r], is_speech[r] = torch.tensor(row[:n]), torch.tensor(flags[:n])
     return ids, is_speech
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import batch_for
 
 from smoltolk.data.manifest import SpeechRecord, TextRecord, Word, write_manifest
 from smoltolk.data.prepare import PrepareSettings, prepare
@@ -69,10 +70,7 @@ def time_sampler(mixture: Mixture, micro_batch: int, seconds: float) -> float:
 def time_training(context: int, micro_batch: int, steps: int) -> float:
     model = TextSpeechLM(preset("tiny"))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    g = torch.Generator().manual_seed(0)
-    speech = torch.rand(micro_batch, context + 1, generator=g) < 0.5
-    tokens = torch.where(speech, torch.randint(0, 500, speech.shape, generator=g),
-                         torch.randint(0, 512, speech.shape, generator=g))
+    tokens, speech = batch_for(context, micro_batch, 512)
     batch = shift_targets(tokens, speech)
     for i in range(steps + 1):
         if i == 1:

@@ -44,7 +44,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from common import backbone_config, log, run_self
+from common import backbone_config, batch_for, log, run_self
 
 from smoltolk.model.config import BASELINE, ModelConfig, SpeechConfig
 from smoltolk.model.llama import LlamaLM, init_weights
@@ -108,35 +108,10 @@ def shape_argv(args: argparse.Namespace) -> list[str]:
 
 # --------------------------------------------------------------------------- data and models
 def mixed_tokens(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, T+1) ids and is_speech: alternating text and speech runs of random lengths, one switch
-    token (text id = vocab size) at every modality switch. Fixed seed, so every process agrees."""
-    gen = torch.Generator().manual_seed(args.seed)
-
-    def randint(lo: int, hi: int) -> int:
-        return int(torch.randint(lo, hi + 1, (), generator=gen))
-
-    n = args.seq + 1
-    tokens = torch.empty(args.batch, n, dtype=torch.long)
-    speech = torch.empty(args.batch, n, dtype=torch.bool)
-    for b in range(args.batch):
-        ids: list[int] = []
-        flags: list[bool] = []
-        is_sp = bool(randint(0, 1))
-        while len(ids) < n:
-            if ids:  # modality switch token (a text position)
-                ids.append(args.vocab)
-                flags.append(False)
-            if is_sp:
-                length = randint(*args.speech_run)
-                ids += torch.randint(0, args.units, (length,), generator=gen).tolist()
-            else:
-                length = randint(*args.text_run)
-                ids += torch.randint(0, args.vocab, (length,), generator=gen).tolist()
-            flags += [is_sp] * length
-            is_sp = not is_sp
-        tokens[b] = torch.tensor(ids[:n])
-        speech[b] = torch.tensor(flags[:n])
-    return tokens, speech
+    """(B, T+1) ids and is_speech of ``args``' shape (:func:`common.batch_for`), a switch token (text id = vocab
+    size) at every modality switch."""
+    return batch_for(args.seq, args.batch, args.vocab, args.seed, units=args.units, text_run=tuple(args.text_run),
+                     speech_run=tuple(args.speech_run), switch=args.vocab)
 
 
 def make_model(name: str, args: argparse.Namespace) -> torch.nn.Module:

@@ -30,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import log
+from common import batch_for, log
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PAIRS = [  # (acceptable, unacceptable), BLiMP-style minimal pairs
@@ -145,15 +145,7 @@ def train_step(directory: str, context: int, threads: int, steps: int = 3) -> di
     torch.manual_seed(0)
     model = TextSpeechLM.from_backbone(load_hf_backbone(directory)).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    g = torch.Generator().manual_seed(0)
-    is_speech = torch.zeros(1, context + 1, dtype=torch.bool)
-    pos, speech = 0, False  # alternating runs of 20-120 tokens, as interleaved data
-    while pos < context + 1:
-        n = int(torch.randint(20, 121, (1,), generator=g))
-        is_speech[0, pos:pos + n] = speech
-        pos, speech = pos + n, not speech
-    ids = torch.where(is_speech, torch.randint(0, 500, is_speech.shape, generator=g),
-                      torch.randint(0, model.backbone.config.vocab_size, is_speech.shape, generator=g))
+    ids, is_speech = batch_for(context, 1, model.backbone.config.vocab_size)  # runs of 20-120, as interleaved data
     batch = shift_targets(ids, is_speech)
     times = []
     for _ in range(steps + 1):
