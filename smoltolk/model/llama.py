@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from smoltolk.model.cache import Cache, KVCache, attention_mask, document_positions, run_starts
 from smoltolk.model.config import BackboneConfig
 from smoltolk.model.ops import rms_norm, swiglu
-from smoltolk.model.outputs import IGNORE, LMOutput, head_cross_entropy_sum
+from smoltolk.model.outputs import IGNORE, LMOutput, head_cross_entropy_sum, logits_mode
 
 
 class RMSNorm(nn.Module):
@@ -272,10 +272,7 @@ class LlamaLM(nn.Module):
         the final norm), as Hugging Face's. return_head_inputs: ``text_head_input``, the final normed states
         (B, T, d) (``lm_head`` of them = the logits), for callers that need logits at a few positions only.
         """
-        if logits not in ("auto", "all", "last", "none"):
-            from smoltolk.errors import InputError
-
-            raise InputError(f"logits: expected 'auto', 'all', 'last' or 'none', got {logits!r}")
+        mode = logits_mode(logits, labels)
         if inputs_embeds is None:
             check_ids(input_ids, self.config.vocab_size, "input_ids")
             inputs_embeds = self.embed_tokens(input_ids)
@@ -291,7 +288,6 @@ class LlamaLM(nn.Module):
                        text_head_input=x if return_head_inputs else None)
         if labels is not None:
             self._loss(out, x, labels)
-        mode = ("none" if labels is not None else "all") if logits == "auto" else logits
         if mode != "none":
             out.text_logits = self.lm_head(x[:, -1:] if mode == "last" else x)
         return out

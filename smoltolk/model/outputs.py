@@ -76,6 +76,16 @@ def head_cross_entropy_sum(head: Callable[[Tensor], Tensor], hidden: Tensor, tar
     return total
 
 
+def logits_mode(logits: str, labels: Tensor | None) -> str:
+    """Which logits a forward pass makes, for both model types: "all", "last" or "none"; "auto" is "none" when
+    ``labels`` are given (training needs the loss only), else "all"."""
+    if logits not in ("auto", "all", "last", "none"):
+        from smoltolk.errors import InputError
+
+        raise InputError(f"logits: expected 'auto', 'all', 'last' or 'none', got {logits!r}")
+    return ("none" if labels is not None else "all") if logits == "auto" else logits
+
+
 @dataclass
 class LMOutput:
     """What :meth:`TextSpeechLM.forward` and :meth:`LlamaLM.forward` return. Logits are None unless asked for;

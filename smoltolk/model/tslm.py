@@ -40,7 +40,7 @@ from smoltolk.model.io import (
     write_safetensors,
 )
 from smoltolk.model.llama import DecoderLayer, LlamaLM, check_ids, init_weights, positions_and_segments, run_layers
-from smoltolk.model.outputs import IGNORE, LMOutput, head_cross_entropy_sum
+from smoltolk.model.outputs import IGNORE, LMOutput, head_cross_entropy_sum, logits_mode
 from smoltolk.model.protocol import SpeechVocab
 
 CHECKPOINT_FORMAT = "smoltolk.TextSpeechLM"
@@ -167,8 +167,7 @@ class TextSpeechLM(nn.Module):
             logits at a few positions only applies the heads to those rows (the likelihood
             scorer does).
         """
-        if logits not in ("auto", "all", "last", "none"):
-            raise InputError(f"logits: expected 'auto', 'all', 'last' or 'none', got {logits!r}")
+        mode = logits_mode(logits, labels)
         self._check_inputs(input_ids, is_speech, labels, labels_is_speech)
         sp = self.config.speech
         b, t = input_ids.shape
@@ -185,7 +184,6 @@ class TextSpeechLM(nn.Module):
         pooled, weights, entropy = self._pool(final, layers)  # entropy: (B, T) or None
         if sp.residual:
             pooled = pooled + z
-        mode = ("none" if labels is not None else "all") if logits == "auto" else logits
         rows = None  # training: the output adapter over the rows that predict speech only (see _speech_rows)
         if (len(self.output_adapter) and self.speech_rows_only and labels is not None and mode == "none"
                 and cache is None and not return_head_inputs):
