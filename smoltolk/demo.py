@@ -20,7 +20,6 @@ from pathlib import Path
 from smoltolk.defaults import CARRIER_STYLE_NAMES, DEMO_MODELS
 from smoltolk.errors import ConfigError
 from smoltolk.parallel import plan as plan_parallel
-from smoltolk.parallel import run_jobs
 
 
 @dataclass
@@ -37,6 +36,7 @@ class DemoSize:
     stage1_steps: int
     stage2_steps: int
     warmup_steps: int  # of the two-stage trainings
+    stage2_decay_fraction: float = 0.0  # their rates' linear cool-down over stage 2's last fraction (0: constant)
     n_audio: int = 150  # speech-corpus stories read by espeak-ng with --audio (smoltolk.world.audio)
     speakers: int = 4  # pseudo-speech voices (smoltolk.world.speech.PseudoSpeech), training and benchmarks alike
     carriers: str = "plain"  # carrier frames of held-out words (smoltolk.world.world.CARRIER_STYLES), a lever
@@ -44,6 +44,7 @@ class DemoSize:
 
 MODELS = DEMO_MODELS  # the demo's models: recipes/demo/<name>.yaml
 CLOZE_STORIES = 100  # lexical-cloze stories per split (24 candidates x 6 settings x 2 contexts each)
+SPLITS = ("held_out", "heard")  # benchmark splits: topics held out of speech, and heard ones
 MIN_GAP_WORDS = 300  # the world's spacing of held-out words in speech: at least the context + 1 (see Split)
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes" / "demo"  # the demo's runs, one recipe each
@@ -164,15 +165,12 @@ def run_demo(out: str | Path, seed: int = 0, quick: bool = False, progress: bool
     stage("text pretraining")
 
     n_workers, threads = plan_parallel(len(MODELS), workers=workers)
-    say(f"[3/6] training {', '.join(MODELS)}: {size.stage1_steps} stage-1 + {size.stage2_steps} stage-2 steps "
-        f"each, {n_workers} at a time ({threads} thread(s) each)")
-    models = train_models(out / "data", out, backbone_dir, size, seed, audio, progress,
-                          validation_tasks(world_dir, size), n_workers, threads, say, stages)
-    stage("training")
-
-    say("[4/6] evaluating on held-out and heard topics")
-    results = _evaluate(world_dir, models, out / "eval", progress, workers)
-    stage("evaluation")
+    say(f"[3-4/6] training {', '.join(MODELS)}: {size.stage1_steps} stage-1 + {size.stage2_steps} stage-2 steps "
+        f"each, {n_workers} at a time ({threads} thread(s) each); each model evaluated on held-out and heard "
+        "topics once trained")
+    models, results = train_and_evaluate(out / "data", out, world_dir, backbone_dir, size, seed, audio, progress,
+                                         n_workers, threads, say, stages)
+    stage("training and evaluation")
     say("[5/6] analysing SmolTolk's layer weights")
     analysis = _analyze(world_dir, models["smoltolk"], out / "analysis", progress)
     stage("analysis")
@@ -289,8 +287,8 @@ def recipe(name: str) -> Path:
 
 def size_settings(name: str, size: DemoSize, vocab_size: int = 512, eos: int = 0) -> list[str]:
     """The overrides ``recipes/demo/<name>.yaml`` takes from a size of ``recipes/demo/sizes.yaml``: context,
-    micro-batch, steps and warm-up, and for the text pretraining the backbone's shape (``vocab_size``: its
-    tokenizer's, ``eos``: its end-of-text id)."""
+    micro-batch, steps, warm-up and stage 2's cool-down, and for the text pretraining the backbone's shape
+    (``vocab_size``: its tokenizer's, ``eos``: its end-of-text id)."""
     out = [f"data.context={size.context}", f"schedule.micro_batch={size.micro_batch}"]
     if name == "text-pretrain":
         heads = max(2, size.width // 32)
@@ -300,7 +298,7 @@ def size_settings(name: str, size: DemoSize, vocab_size: int = 512, eos: int = 0
         return [*out, f"schedule.stage2_steps={size.pretrain_steps}",
                 *(f"model.backbone.{k}={v}" for k, v in shape.items())]
     return [*out, f"schedule.stage1_steps={size.stage1_steps}", f"schedule.stage2_steps={size.stage2_steps}",
-            f"optim.warmup_steps={size.warmup_steps}"]
+            f"optim.warmup_steps={size.warmup_steps}", f"optim.stage2_decay_fraction={size.stage2_decay_fraction}"]
 
 
 def _settings(seed: int, out_dir: Path, progress: bool) -> list[str]:
@@ -350,24 +348,41 @@ def _train_job(data: Path, work: Path, name: str, backbone_dir: Path, size: Demo
     return model, round(time.time() - start, 1)
 
 
-def train_models(data: Path, work: Path, backbone_dir: Path, size: DemoSize, seed: int, audio: bool, progress: bool,
-                 validation: list[str], workers: int, threads: int, say=print,
-                 seconds: dict | None = None) -> dict[str, Path]:
-    """The demo's three models (:func:`train_model` each), ``workers`` at a time with ``threads`` threads each,
-    SmolTolk (the longest) first; the held-out lexical cloze is scored while SmolTolk trains (its learning
-    curve). Each model's training time goes to ``seconds["training <name>"]``."""
-    jobs = [(data, work, name, backbone_dir, size, seed, audio, progress,
-             validation if name == "smoltolk" else None) for name in MODELS]
-    order = sorted(range(len(jobs)), key=lambda i: MODELS[i] != "smoltolk")
+def train_and_evaluate(data: Path, work: Path, world_dir: Path, backbone_dir: Path, size: DemoSize, seed: int,
+                       audio: bool, progress: bool, workers: int, threads: int, say=print,
+                       seconds: dict | None = None) -> tuple[dict[str, Path], dict]:
+    """The demo's three models (:func:`train_model` each), each then scored on both splits of the world
+    (``work/eval/<split>``), ``workers`` jobs at a time with ``threads`` threads each: SmolTolk (the longest)
+    first, and a model's scoring as soon as it is trained, so a core whose training ends early scores instead
+    of waiting. The held-out lexical cloze is scored while SmolTolk trains (its learning curve). Returns
+    ({name: model folder}, {split: {name: results}}); each model's training time goes to
+    ``seconds["training <name>"]``."""
+    from smoltolk.eval.run import write_summary
+    from smoltolk.parallel import run_graph
 
-    def done(i: int, result: tuple[Path, float]) -> None:
-        name = MODELS[order[i]]
-        say(f"      {name} trained in {result[1]:.0f} s")
-        if seconds is not None:
-            seconds[f"training {name}"] = result[1]
+    order = sorted(MODELS, key=lambda name: name != "smoltolk")
+    validation = validation_tasks(world_dir, size)
+    jobs = [(_train_job, (data, work, name, backbone_dir, size, seed, audio, progress,
+                          validation if name == "smoltolk" else None), ()) for name in order]
+    scoring = [(name, split) for name in order for split in SPLITS]
+    jobs += [(score_split, (world_dir, {name: work / "models" / name}, work / "eval", split, progress, None, (),
+                            False), (order.index(name),)) for name, split in scoring]
 
-    results = run_jobs(_train_job, [jobs[i] for i in order], workers, threads, done)
-    return {MODELS[i]: results[order.index(i)][0] for i in range(len(MODELS))}
+    def done(i: int, result) -> None:
+        if i < len(order):
+            say(f"      {order[i]} trained in {result[1]:.0f} s")
+            if seconds is not None:
+                seconds[f"training {order[i]}"] = result[1]
+
+    results = run_graph(jobs, workers, threads, done)
+    models = {name: results[order.index(name)][0] for name in MODELS}
+    scored = dict(zip(scoring, results[len(order):], strict=True))
+    out = {}
+    for split in SPLITS:
+        merged = write_summary(work / "eval" / split, split_eval_config(world_dir, split, progress),
+                               [scored[name, split] for name in MODELS])
+        out[split] = {c["name"]: c["results"] for c in merged["checkpoints"]}
+    return models, out
 
 
 def _audio_route(world_dir: Path, out: Path, n: int, seed: int, settings, say, progress: bool) -> dict:
@@ -381,15 +396,14 @@ def _audio_route(world_dir: Path, out: Path, n: int, seed: int, settings, say, p
     return stats
 
 
-def evaluate_split(world_dir: Path, models: dict[str, Path], out: Path, split: str, progress: bool = False,
-                   tasks: tuple[str, ...] | None = None, overrides: tuple[str, ...] = ()) -> dict:
-    """Models on one split's benchmarks of a world (``out/<split>``): {model name: results}. ``tasks``: only
-    these (default: every task the world wrote); ``overrides``: eval settings on top. The lexical cloze scores
-    its first CLOZE_STORIES stories; tStoryCloze is also calibrated and split by what tells the endings apart."""
+def split_eval_config(world_dir: Path, split: str, progress: bool = False, tasks: tuple[str, ...] | None = None,
+                      overrides: tuple[str, ...] = ()):
+    """The eval config of one split's benchmarks of a world. ``tasks``: only these (default: every task the world
+    wrote); ``overrides``: eval settings on top. The lexical cloze scores its first CLOZE_STORIES stories;
+    tStoryCloze is also calibrated."""
     from smoltolk.eval.config import build_eval_config
-    from smoltolk.eval.run import evaluate
     from smoltolk.world.build import eval_task_overrides
-    from smoltolk.world.diagnostics import CALIBRATION_CONTEXTS, add_storycloze_cues
+    from smoltolk.world.diagnostics import CALIBRATION_CONTEXTS
 
     settings = eval_task_overrides(world_dir / "bench" / split)
     if tasks is not None:
@@ -397,20 +411,31 @@ def evaluate_split(world_dir: Path, models: dict[str, Path], out: Path, split: s
     if any(o.startswith("tasks.lexical_cloze.") for o in settings):
         settings.append(f"tasks.lexical_cloze.limit={CLOZE_STORIES}")
     settings.append(f"tasks.tstorycloze_xmodal.calibration_contexts={CALIBRATION_CONTEXTS}")
-    cfg = build_eval_config(None, [], [*settings, *overrides], progress=progress)
-    summary = evaluate([str(m) for m in models.values()], cfg, out / split)
+    return build_eval_config(None, [], [*settings, *overrides], progress=progress)
+
+
+def score_split(world_dir: Path, models: dict[str, Path], out: Path, split: str, progress: bool = False,
+                tasks: tuple[str, ...] | None = None, overrides: tuple[str, ...] = (),
+                summary_files: bool = True) -> dict:
+    """Models on one split's benchmarks of a world (``out/<split>``, :func:`split_eval_config`): the eval summary
+    (:func:`smoltolk.eval.run.evaluate`; ``summary_files`` False: no results.json etc., for runs merged later),
+    tStoryCloze split by what tells the endings apart."""
+    from smoltolk.eval.run import evaluate
+    from smoltolk.world.diagnostics import add_storycloze_cues
+
+    cfg = split_eval_config(world_dir, split, progress, tasks, overrides)
+    summary = evaluate([str(m) for m in models.values()], cfg, out / split, summary_files)
     for c in summary["checkpoints"]:  # which pairs a model tells apart: by the pronoun, or by the topic alone
         add_storycloze_cues(c, world_dir / "bench" / split, out / split, cfg.reduction)
+    return summary
+
+
+def evaluate_split(world_dir: Path, models: dict[str, Path], out: Path, split: str, progress: bool = False,
+                   tasks: tuple[str, ...] | None = None, overrides: tuple[str, ...] = ()) -> dict:
+    """Models on one split's benchmarks of a world (``out/<split>``): {model name: results}
+    (:func:`score_split`)."""
+    summary = score_split(world_dir, models, out, split, progress, tasks, overrides)
     return {c["name"]: c["results"] for c in summary["checkpoints"]}
-
-
-def _evaluate(world_dir: Path, models: dict[str, Path], out: Path, progress: bool,
-              workers: int | None = None) -> dict:
-    """Held-out and heard topics, one process each where two cores are free."""
-    splits = ("held_out", "heard")
-    n, threads = plan_parallel(len(splits), workers=workers)
-    jobs = [(world_dir, models, out, split, progress) for split in splits]
-    return dict(zip(splits, run_jobs(evaluate_split, jobs, n, threads), strict=True))
 
 
 def _analyze(world_dir: Path, model: Path, out: Path, progress: bool) -> dict:

@@ -3,14 +3,15 @@
 On a small CPU two one-thread processes get more done than one two-thread process (measured at the demo's
 shape: 1.9x one thread's tokens/s for two one-thread trainings side by side, 1.7x for one two-thread
 training; ``docs/demo-regimes.md``). :func:`run_jobs` runs picklable jobs in spawned worker processes, the
-first submitted first (give the longest first), and returns their results in the order given.
+first submitted first (give the longest first), and returns their results in the order given;
+:func:`run_graph` does the same for jobs that wait for others (evaluate a model as soon as it is trained).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 
@@ -59,27 +60,59 @@ def run_jobs(fn: Callable[..., Any], jobs: Sequence[tuple], workers: int, thread
     """``[fn(*job) for job in jobs]`` on ``workers`` spawned processes of ``threads`` threads each (``workers``
     1: here, in order, on this process's threads). ``done(i, result)`` is called as each job finishes. A job's
     exception is raised here (the other jobs are cancelled or left to finish)."""
-    if workers <= 1:
-        results = []
-        for i, job in enumerate(jobs):
-            results.append(fn(*job))
-            if done is not None:
-                done(i, results[-1])
-        return results
-    import multiprocessing
+    return run_graph([(fn, job, ()) for job in jobs], workers, threads, done)
 
+
+def _next_ready(jobs: Sequence[tuple], started: set[int], finished: set[int]) -> int | None:
+    for i, (_, _, after) in enumerate(jobs):
+        if i not in started and all(j in finished for j in after):
+            return i
+    return None
+
+
+def run_graph(jobs: Sequence[tuple[Callable[..., Any], tuple, Sequence[int]]], workers: int, threads: int,
+              done: Callable[[int, Any], None] | None = None) -> list[Any]:
+    """Jobs that wait for others: ``jobs[i] = (fn, args, after)`` runs ``fn(*args)`` once every job whose index
+    is in ``after`` has finished. At most ``workers`` run at once (spawned processes of ``threads`` threads
+    each; ``workers`` 1: here, on this process's threads); a free worker takes the first ready job in list
+    order, so list the longest first. Returns the results in job order; ``done(i, result)`` is called as each
+    job finishes. A job's exception is raised here (jobs not started are dropped, running ones finish)."""
+    for i, (_, _, after) in enumerate(jobs):
+        bad = [j for j in after if not 0 <= j < len(jobs) or j == i]
+        if bad:
+            raise ValueError(f"job {i} waits for {bad}: not another job of the {len(jobs)}")
     results: list[Any] = [None] * len(jobs)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_init_worker, initargs=(threads,)) as pool:
-        futures = {pool.submit(fn, *job): i for i, job in enumerate(jobs)}
-        try:
-            for future in as_completed(futures):
-                i = futures[future]
-                results[i] = future.result()
-                if done is not None:
-                    done(i, results[i])
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
+    started: set[int] = set()
+    finished: set[int] = set()
+
+    def finish(i: int, result: Any) -> None:
+        results[i] = result
+        finished.add(i)
+        if done is not None:
+            done(i, result)
+
+    if workers <= 1:
+        while (i := _next_ready(jobs, started, finished)) is not None:
+            started.add(i)
+            fn, args, _ = jobs[i]
+            finish(i, fn(*args))
+    else:
+        import multiprocessing
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_init_worker, initargs=(threads,)) as pool:
+            running: dict[Any, int] = {}
+            while True:
+                while len(running) < workers and (i := _next_ready(jobs, started, finished)) is not None:
+                    started.add(i)
+                    fn, args, _ = jobs[i]
+                    running[pool.submit(fn, *args)] = i
+                if not running:
+                    break
+                ready, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in ready:
+                    finish(running.pop(future), future.result())
+    if len(finished) < len(jobs):
+        raise ValueError(f"jobs {sorted(set(range(len(jobs))) - finished)} wait for each other in a circle")
     return results

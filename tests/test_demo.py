@@ -73,7 +73,13 @@ def test_quick_demo_produces_every_artefact(tmp_path, capfd):
     figures = [line.split("(")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]
     assert len(figures) >= 4 and all((out / f).is_file() for f in figures)  # every figure linked, and there
     summary_stages = summary["stage_seconds"]
-    assert {"world and shards", "text pretraining", "evaluation", "analysis"} <= set(summary_stages)
+    assert {"world and shards", "text pretraining", "training and evaluation", "analysis",
+            *(f"training {name}" for name in MODELS)} <= set(summary_stages)
+    for split in ("held_out", "heard"):  # scored model by model, side by side: one summary per split, all models
+        merged = json.loads((out / "eval" / split / "results.json").read_text())
+        assert [c["name"] for c in merged["checkpoints"]] == list(MODELS)
+        assert set(json.loads((out / "eval" / split / "eval_config.json").read_text())["checkpoints"]) == set(MODELS)
+        assert all(f"| {name} |" in (out / "eval" / split / "results.md").read_text() for name in MODELS)
     for title in ("Lexical cloze", "Word translation", "Context effect, speaker controlled"):
         assert report.count(title) == 2, title  # held-out and heard topics
     captured = capfd.readouterr()  # the workers' output too (file descriptors, not sys.stderr)
@@ -89,11 +95,17 @@ def test_quick_demo_produces_every_artefact(tmp_path, capfd):
 
 
 def test_sizes_default_is_the_one_voice_three_thousand_step_regime_full_twice_and_quick_excludes_full(tmp_path, capsys):
-    from smoltolk.demo import SIZES
+    import dataclasses
+
+    from smoltolk.demo import SIZES, size_settings
 
     full, default = SIZES["full"], SIZES["default"]
     assert (default.speakers, default.stage1_steps + default.stage2_steps, default.stage1_steps) == (1, 3000, 1000)
     assert (full.speakers, full.stage1_steps + full.stage2_steps, full.stage1_steps) == (1, 8000, 2000)
+    assert default.stage2_decay_fraction == full.stage2_decay_fraction == 0.0  # constant stage-2 rates, as measured
+    cooled = dataclasses.replace(default, stage2_decay_fraction=0.5)  # a size's cool-down reaches the runs only
+    assert "optim.stage2_decay_fraction=0.5" in size_settings("smoltolk", cooled)
+    assert not any("decay" in o for o in size_settings("text-pretrain", cooled))
     assert (full.width, full.layers, full.context) == (default.width, default.layers, default.context)
     assert main(["demo", "--quick", "--full", "--out", str(tmp_path / "d")]) == 2
     assert "choose one size" in capsys.readouterr().err and not (tmp_path / "d").exists()

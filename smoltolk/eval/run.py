@@ -185,8 +185,10 @@ def _write_scores(path: Path, names: list[str], scores) -> None:
                                     for n, s in zip(names, scores)))
 
 
-def evaluate(checkpoints: list[str], cfg: EvalConfig, out: str | Path) -> dict[str, Any]:
-    """Score every checkpoint on every configured task; write results.json / results.md / eval_config.json."""
+def evaluate(checkpoints: list[str], cfg: EvalConfig, out: str | Path, summary_files: bool = True) -> dict[str, Any]:
+    """Score every checkpoint on every configured task; write results.json / results.md / eval_config.json
+    (``summary_files`` False: only each checkpoint's own folder, for runs whose summaries
+    :func:`write_summary` merges)."""
     from smoltolk.errors import ConfigError
 
     out = Path(out)
@@ -198,19 +200,37 @@ def evaluate(checkpoints: list[str], cfg: EvalConfig, out: str | Path) -> dict[s
     kinds = check_checkpoints(checkpoints, tasks)
     out.mkdir(parents=True, exist_ok=True)
     names = checkpoint_names(checkpoints)
-    write_text_atomic(out / "eval_config.json", json.dumps({
-        "config": to_dict(cfg), "checkpoints": dict(zip(names, map(str, checkpoints))),
-        "versions": {"torch": torch.__version__, "python": platform.python_version()}}, indent=2) + "\n")
-    units = resolve_units(tasks, cfg, out)
     summary: dict[str, Any] = {
         "reduction": cfg.reduction,
         "scoring": {t.name: t.scoring(cfg.reduction) for t in tasks},
         "ties": "count 0.5 (1/m for a gold choice tied with m-1 others)",
         "checkpoints": [],
     }
+    if summary_files:
+        _write_config(out, cfg, dict(zip(names, map(str, checkpoints))))
+    units = resolve_units(tasks, cfg, out)
     for name, ckpt in zip(names, checkpoints):
         results = evaluate_checkpoint(ckpt, tasks, units, cfg, out / name)
         summary["checkpoints"].append({"name": name, "path": str(ckpt), "kind": kinds[ckpt], "results": results})
-        write_text_atomic(out / "results.json", json.dumps(summary, indent=2) + "\n")  # after each checkpoint
-    write_report(summary, out / "results.md")
+        if summary_files:
+            write_text_atomic(out / "results.json", json.dumps(summary, indent=2) + "\n")  # after each checkpoint
+    if summary_files:
+        write_report(summary, out / "results.md")
     return summary
+
+
+def _write_config(out: Path, cfg: EvalConfig, checkpoints: dict[str, str]) -> None:
+    write_text_atomic(out / "eval_config.json", json.dumps({
+        "config": to_dict(cfg), "checkpoints": checkpoints,
+        "versions": {"torch": torch.__version__, "python": platform.python_version()}}, indent=2) + "\n")
+
+
+def write_summary(out: str | Path, cfg: EvalConfig, summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """One folder's eval_config.json, results.json and results.md for :func:`evaluate` runs made into it with
+    ``summary_files=False`` (one checkpoint each, say, side by side); returns the merged summary."""
+    out = Path(out)
+    merged = {**summaries[0], "checkpoints": [c for s in summaries for c in s["checkpoints"]]}
+    _write_config(out, cfg, {c["name"]: c["path"] for c in merged["checkpoints"]})
+    write_text_atomic(out / "results.json", json.dumps(merged, indent=2) + "\n")
+    write_report(merged, out / "results.md")
+    return merged
