@@ -94,12 +94,13 @@ def evaluate_one(model_dir: Path, world_dir: Path, out: Path) -> dict:
     also calibrated (each ending's score after its story minus its mean after a few others) and split by
     whether the endings' pronouns differ (``by_cue``: a heard-vocabulary cue) or not (only the topic tells)."""
     from smoltolk.demo import evaluate_split
+    from smoltolk.world.build import SPLITS
 
     tasks = ("tstorycloze_xmodal", "lexical_cloze", "speech_nll", "speaker_context", "word_translation")
     results = {split: next(iter(evaluate_split(world_dir, {"model": model_dir}, out, split, tasks=tasks,
                                                overrides=("tasks.tstorycloze_xmodal.settings=[T->S, S->T]",)
                                                ).values()))
-               for split in ("held_out", "heard")}
+               for split in SPLITS}
     return {**results["held_out"], "heard": results["heard"]}
 
 

@@ -44,7 +44,6 @@ class DemoSize:
 
 MODELS = DEMO_MODELS  # the demo's models: recipes/demo/<name>.yaml
 CLOZE_STORIES = 100  # lexical-cloze stories per split (24 candidates x 6 settings x 2 contexts each)
-SPLITS = ("held_out", "heard")  # benchmark splits: topics held out of speech, and heard ones
 MIN_GAP_WORDS = 300  # the world's spacing of held-out words in speech: at least the context + 1 (see Split)
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes" / "demo"  # the demo's runs, one recipe each
@@ -359,6 +358,7 @@ def train_and_evaluate(data: Path, work: Path, world_dir: Path, backbone_dir: Pa
     ``seconds["training <name>"]``."""
     from smoltolk.eval.run import write_summary
     from smoltolk.parallel import run_graph
+    from smoltolk.world.build import SPLITS
 
     order = sorted(MODELS, key=lambda name: name != "smoltolk")
     validation = validation_tasks(world_dir, size)
