@@ -1,4 +1,4 @@
-"""Training speed at the demo's shape (width 128, 4 layers, context 256, micro-batch 8, one-voice mini-world):
+"""Training speed at the demo's default shape (recipes/demo/sizes.yaml; one-voice mini-world):
 ``smoltolk train`` against a bare forward/backward/step loop on the same model and batches, for each of the
 demo's models; SmolTolk's output adapter over speech rows only against every row; two one-thread processes
 side by side against one two-thread process; MFU against this CPU's measured matmul peak. Prints JSON.
@@ -94,7 +94,11 @@ def main() -> None:
 
     torch.set_num_threads(1)
     long, short, bare = (12, 4, 6) if args.quick else (60, 15, 30)
-    out: dict = {"shape": "demo default (width 128, 4 layers, context 256, micro-batch 8, one voice)",
+    from smoltolk.demo import SIZES
+
+    d = SIZES["default"]
+    out: dict = {"shape": f"demo default (width {d.width}, {d.layers} layers, context {d.context}, "
+                          f"micro-batch {d.micro_batch}, {d.speakers} voice(s))",
                  "threads": 1, "steps_long_short": [long, short], "bare_steps": bare, "models": {}}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -106,7 +106,8 @@ def test_sizes_default_is_the_one_voice_three_thousand_step_regime_full_twice_an
     cooled = dataclasses.replace(default, stage2_decay_fraction=0.5)  # a size's cool-down reaches the runs only
     assert "optim.stage2_decay_fraction=0.5" in size_settings("smoltolk", cooled)
     assert not any("decay" in o for o in size_settings("text-pretrain", cooled))
-    assert (full.width, full.layers, full.context) == (default.width, default.layers, default.context)
+    assert (default.width, full.width) == (96, 128)  # each at the width its regime was measured with
+    assert (full.layers, full.context) == (default.layers, default.context)
     assert main(["demo", "--quick", "--full", "--out", str(tmp_path / "d")]) == 2
     assert "choose one size" in capsys.readouterr().err and not (tmp_path / "d").exists()
 
