@@ -185,10 +185,12 @@ def test_sizes_come_from_the_recipes_yaml_and_bad_sizes_name_the_file(tmp_path):
     assert load_sizes() == SIZES and SIZES_FILE.name == "sizes.yaml"
     text = SIZES_FILE.read_text()
     edited = tmp_path / "sizes.yaml"
-    edited.write_text(text.replace("stage2_steps: 2000,", "stage2_steps: 1234,"))
+    edited.write_text(text.replace("stage2_steps: 2000,", "stage2_steps: 1234,").replace("layers: 4, width: 96",
+                                                                                         "layers: 3, width: 96"))
     sizes = load_sizes(edited)  # the YAML is the truth: an edit reaches the default and what starts from it
     assert sizes["default"].stage2_steps == 1234 and sizes["full"].stage2_steps == 6000
-    assert sizes["full"].width == sizes["default"].width
+    assert sizes["default"].layers == sizes["full"].layers == 3  # inherited through `like`
+    assert (sizes["default"].width, sizes["full"].width) == (96, 128)  # a size's own field wins
     for bad, message in (("default: {n_text: 3}\n", "size 'default': .*missing"),
                          ("quick: {like: nothing}\n", "size 'quick': like 'nothing' names no size above it"),
                          ("quick: 3\n", "size 'quick': expected a mapping"),
