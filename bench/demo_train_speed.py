@@ -88,14 +88,13 @@ def main() -> None:
     import torch
     from common import matmul_peak
 
+    from smoltolk.demo import SIZES
     from smoltolk.parallel import run_jobs
     from smoltolk.train import trainer
     from smoltolk.train.trainer import load_train_config
 
     torch.set_num_threads(1)
     long, short, bare = (12, 4, 6) if args.quick else (60, 15, 30)
-    from smoltolk.demo import SIZES
-
     d = SIZES["default"]
     out: dict = {"shape": f"demo default (width {d.width}, {d.layers} layers, context {d.context}, "
                           f"micro-batch {d.micro_batch}, {d.speakers} voice(s))",
